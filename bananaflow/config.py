@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 from bananaflow.errors import ConfigError
 from bananaflow.models import AspectRatio, BackendName, ImageSize
+from bananaflow.yamlio import load_yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 ENV_PREFIX = "BANANAFLOW_"
@@ -234,6 +235,18 @@ class StorageSettings(_Model):
     )
 
 
+class LimitsSettings(_Model):
+    """Where per-backend quotas are enforced.
+
+    ``local`` holds one process inside the quota; ``global`` uses Prefect global concurrency
+    limits (strict) so every worker of a deployment shares one quota. ``bananaflow setup``
+    creates them.
+    """
+
+    mode: Literal["local", "global"] = "local"
+    name_prefix: str = "bananaflow"
+
+
 class BudgetSettings(_Model):
     max_usd: float | None = Field(None, ge=0)
 
@@ -254,6 +267,7 @@ class Settings(_Model):
     compress: CompressSettings = Field(default_factory=CompressSettings)
     upload: UploadSettings = Field(default_factory=UploadSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
     prices: dict[str, dict[ImageSize, float]] = Field(default_factory=_default_prices)
 
@@ -270,7 +284,7 @@ class Settings(_Model):
 def _parse_scalar(text: str) -> Any:
     """Env and flag values are YAML scalars, so ``0.5``, ``true`` and ``[a, b]`` keep types."""
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError:
         return text
 
@@ -316,11 +330,13 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError("config", f"cannot read {path}: {e.__class__.__name__}") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError("config", f"{path} is not valid YAML{where}", fix="fix the syntax") from None
+        raise ConfigError(
+            "config", f"{path} is not valid YAML{where}", fix="fix the syntax"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -1,0 +1,178 @@
+"""The audit trail of a run (``runs/{run_id}/manifest.jsonl``) and the completion index.
+
+Durability comes first: a row is on disk (or in the bucket) when ``append`` returns, so a worker
+killed right after an image was uploaded still leaves the proof that it was paid for. Local
+stores append one line and fsync. Object stores cannot append, and rewriting one growing object
+per row would cost O(n^2) bytes and race between workers, so each row is its own object under
+``runs/{run_id}/rows/`` and ``close()`` assembles ``manifest.jsonl`` from them.
+
+The completion index (``index/masters/…``, ``index/done/…``) is keyed by a job's output key,
+not by run: it is what lets any later run find a paid-for master or a finished image and skip
+the Google call entirely.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from urllib.parse import quote
+
+from pydantic import ValidationError
+
+from bananaflow.errors import BananaflowError, InputError
+from bananaflow.records import ManifestRow, MasterRef
+from bananaflow.storage import Store, check_relative
+
+
+def manifest_path(run_id: str) -> str:
+    return f"runs/{_segment(run_id, 'run_id')}/manifest.jsonl"
+
+
+def _rows_dir(run_id: str) -> str:
+    return f"runs/{_segment(run_id, 'run_id')}/rows"
+
+
+def _segment(value: str, what: str) -> str:
+    """One path segment; ids go into object names, so they must not contain '/' or '..'."""
+    if "/" in value:
+        raise InputError(what, f"{value!r} contains '/'", fix="use one path segment")
+    return check_relative(value, field=what)
+
+
+def _row_object(run_id: str, job_id: str) -> str:
+    # job ids are normally hashes; quoting keeps any other id a single, reversible segment.
+    return f"{_rows_dir(run_id)}/{quote(job_id, safe='')}.json"
+
+
+def _latest_per_job(rows: Iterable[ManifestRow]) -> list[ManifestRow]:
+    """Latest row per job_id, in the order each job first appeared (dicts keep first position)."""
+    latest: dict[str, ManifestRow] = {}
+    for row in rows:
+        latest[row.job_id] = row
+    return list(latest.values())
+
+
+def _parse_lines(text: str, where: str) -> list[ManifestRow]:
+    """Rows of a JSONL manifest. Only a torn final line (crash mid-write) is tolerated."""
+    lines = text.split("\n")
+    complete = text.endswith("\n")
+    rows: list[ManifestRow] = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rows.append(ManifestRow.model_validate_json(line))
+        except ValidationError:
+            if i == len(lines) - 1 and not complete:
+                break
+            raise BananaflowError(f"corrupt manifest line {i + 1} in {where}") from None
+    return rows
+
+
+class ManifestWriter:
+    """Appends one row per job event; thread-safe, durable per call, idempotent ``close``."""
+
+    def __init__(self, store: Store, run_id: str):
+        self.store = store
+        self.run_id = run_id
+        self.path = manifest_path(run_id)
+        self._lock = threading.Lock()
+
+    def append(self, row: ManifestRow) -> None:
+        if row.run_id != self.run_id:
+            raise ValueError(f"row of run {row.run_id!r} appended to manifest of {self.run_id!r}")
+        line = row.model_dump_json() + "\n"
+        with self._lock:
+            if self.store.can_append:
+                self.store.append(self.path, line.encode("utf-8"))
+            else:
+                self.store.write_text(_row_object(self.run_id, row.job_id), line)
+
+    def close(self) -> str:
+        """Rewrite ``manifest.jsonl`` as one line per job (its latest row); returns its URI."""
+        with self._lock:
+            rows = read_manifest(self.store, self.run_id)
+            text = "".join(r.model_dump_json() + "\n" for r in rows)
+            return self.store.write_text(self.path, text, content_type="application/x-ndjson")
+
+
+def _row_objects(store: Store, run_id: str) -> list[ManifestRow]:
+    paths = [p for p in store.list(_rows_dir(run_id)) if p.endswith(".json")]
+    blobs = store.get_many(paths)
+    rows = []
+    for path in paths:
+        try:
+            rows.append(ManifestRow.model_validate_json(blobs[path]))
+        except ValidationError:
+            raise BananaflowError(f"corrupt manifest row {store.uri(path)}") from None
+    # Each object is already the latest row of its job; order them as they started.
+    return sorted(rows, key=lambda r: (r.started_at, r.job_id))
+
+
+def read_manifest(store: Store, run_id: str) -> list[ManifestRow]:
+    """All jobs of a run, latest row per job; works mid-run, after a crash and after close."""
+    path = manifest_path(run_id)
+    rows: list[ManifestRow] = []
+    if store.exists(path):
+        rows = _parse_lines(store.read_text(path), store.uri(path))
+    if not store.can_append:
+        # rows/ objects are written at append time, so they are never older than the jsonl.
+        rows += _row_objects(store, run_id)
+    return _latest_per_job(rows)
+
+
+class CompletionIndex:
+    """Pay-once checkpoints: a stored master and a finished (uploaded) job, per output key."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    @staticmethod
+    def _master_path(output_key: str) -> str:
+        return check_relative(f"index/masters/{output_key}.json", field="output_key")
+
+    @staticmethod
+    def _done_path(output_key: str) -> str:
+        return check_relative(f"index/done/{output_key}.json", field="output_key")
+
+    def _read(self, path: str) -> bytes | None:
+        try:
+            return self.store.get(path)
+        except FileNotFoundError:
+            return None
+
+    def get_master(self, output_key: str) -> MasterRef | None:
+        data = self._read(self._master_path(output_key))
+        if data is None:
+            return None
+        try:
+            return MasterRef.model_validate_json(data)
+        except ValidationError as e:
+            raise _corrupt(self.store, self._master_path(output_key), e) from None
+
+    def put_master(self, output_key: str, ref: MasterRef) -> None:
+        self.store.write_text(self._master_path(output_key), ref.model_dump_json())
+
+    def get_done(self, output_key: str) -> ManifestRow | None:
+        data = self._read(self._done_path(output_key))
+        if data is None:
+            return None
+        try:
+            return ManifestRow.model_validate_json(data)
+        except ValidationError as e:
+            raise _corrupt(self.store, self._done_path(output_key), e) from None
+
+    def put_done(self, row: ManifestRow) -> None:
+        """Mark a job finished. Only ``uploaded`` counts: failures and refusals stay re-runnable."""
+        if row.status != "uploaded":
+            raise ValueError(f"only uploaded jobs are done; {row.job_id} is {row.status}")
+        self.store.write_text(self._done_path(row.output_key), row.model_dump_json())
+
+
+def _corrupt(store: Store, path: str, err: ValidationError) -> BananaflowError:
+    """Refuse to guess: treating a broken entry as absent would silently pay again."""
+    first = err.errors(include_url=False)[0]
+    return BananaflowError(
+        f"corrupt index entry {store.uri(path)} ({first['msg']}); "
+        "delete it to regenerate that image, or restore it from the run's manifest"
+    )

@@ -1,0 +1,561 @@
+"""Object storage behind one small interface: local directories, ``memory://`` and ``gs://``.
+
+Why a wrapper rather than raw fsspec: every write of an image is *create-only* (content-addressed
+names mean an existing object with the same bytes is success, not an error, and different bytes
+under the same name are a bug worth stopping for), and each backend needs its own way to make
+that atomic:
+
+- ``gs://`` (gcsfs): ``pipe_file(mode="create")`` sends ``ifGenerationMatch=0``, so GCS itself
+  refuses to replace an object (412 -> ``FileExistsError``). Content type, custom metadata and
+  ``Cache-Control`` are stored on the object.
+- local paths: bytes go to a temp file in the target directory, are fsynced, then hard-linked into
+  place; ``link`` fails if the name exists, so a crash never leaves a partial object and two
+  writers never both win. A plain file cannot carry content type, metadata or cache-control:
+  nothing extra is written, the manifest row carries them.
+- ``memory://`` and other fsspec filesystems: ``pipe_file(mode="create")`` (exclusive open).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import hashlib
+import os
+import re
+import tempfile
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import fsspec
+from pydantic import BaseModel
+
+from bananaflow.errors import BananaflowError, InputError
+
+# gcsfs >= 2026 otherwise asks the gRPC Storage Control API for the bucket layout before every
+# operation, which stalls ~60 s per call on emulators and needs gRPC egress in production. Our
+# buckets are plain (non-HNS) buckets. gcsfs is imported lazily by fsspec, so this runs first
+# unless something imported gcsfs earlier; users can still opt in by setting the variable.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
+_TMP_PREFIX = ".bf-tmp-"
+_LOCAL = ("file", "local")
+_GCS = ("gs", "gcs")
+# Other writable bucket-style object stores, handled through plain fsspec when their package is
+# installed (best effort: no object metadata, create-only via exclusive open). Read-only or
+# host-style schemes (http, zip, github, sftp, ...) are refused up front.
+_OBJECT_STORES = ("s3", "s3a", "az", "abfs", "abfss", "oss")
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+_URL_FIX = "use file:///abs/dir, a local path like ./output, memory://name or gs://bucket/prefix"
+# Serialises the exists-check of stores whose exclusive create is only best effort (memory://).
+_CREATE_LOCK = threading.Lock()
+
+
+class StorageConflict(BananaflowError):
+    """A create-only write found an existing object with different bytes under the same name."""
+
+    def __init__(self, uri: str, existing_size: int, new_size: int):
+        self.uri = uri
+        super().__init__(
+            f"storage conflict: {uri} already exists with different bytes "
+            f"({existing_size} bytes stored, {new_size} bytes new); objects are never replaced"
+        )
+
+
+class PutResult(BaseModel):
+    """Where an object landed and whether this call created it (False: identical one existed)."""
+
+    uri: str
+    path: str
+    created: bool
+    size: int
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def redact_url(url: str) -> str:
+    """The URL without userinfo or query string, so errors never echo credentials."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    host, slash, tail = rest.partition("/")
+    host = host.rpartition("@")[2]
+    return f"{scheme}://{host}{slash}{tail.split('?', 1)[0]}"
+
+
+def check_relative(path: str, *, field: str = "storage.path") -> str:
+    """Reject anything that could escape the store's root or alias another object name."""
+    problem = None
+    if not path:
+        problem = "the object path is empty"
+    elif "\\" in path:
+        problem = f"{path!r} contains a backslash"
+    elif path.startswith("/") or "://" in path or re.match(r"^[A-Za-z]:", path):
+        problem = f"{path!r} is absolute; object paths are relative to the store"
+    elif any(ord(c) < 32 for c in path):
+        problem = f"{path!r} contains a control character"
+    else:
+        for seg in path.split("/"):
+            if seg in ("", ".", ".."):
+                problem = f"{path!r} has an empty, '.' or '..' segment"
+                break
+    if problem:
+        raise InputError(field, problem, fix="use a relative path like images/ab/abcdef.webp")
+    return path
+
+
+_FIELD = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:\[(?P<a>-?\d*):(?P<b>-?\d*)\])?$")
+
+
+def _expand_field(expr: str, fields: dict[str, str]) -> str:
+    m = _FIELD.match(expr)
+    if not m:
+        raise InputError(
+            "upload.name_template",
+            f"{{{expr}}} is not allowed; only {{name}} and {{name[a:b]}} are",
+            fix="use fields like {prefix}, {sha}, {sha[:2]}, {ext}",
+        )
+    name = m["name"]
+    if name not in fields:
+        raise InputError(
+            "upload.name_template",
+            f"unknown field {{{name}}}; known: {', '.join(sorted(fields))}",
+            fix="use one of the known fields",
+        )
+    value = str(fields[name])
+    if m["a"] is None:
+        return value
+    a = int(m["a"]) if m["a"] else None
+    b = int(m["b"]) if m["b"] else None
+    return value[a:b]
+
+
+def object_name(template: str, **fields: str) -> str:
+    """Expand a name template with plain fields and slices only (no attribute/index access).
+
+    ``str.format`` would allow ``{sha.__class__}``-style lookups from a config file, so the
+    template is parsed by hand; the result must be a clean relative path.
+    """
+    out: list[str] = []
+    pos = 0
+    for m in re.finditer(r"\{\{|\}\}|\{([^{}]*)\}|[{}]", template):
+        out.append(template[pos : m.start()])
+        token = m.group(0)
+        if token in ("{{", "}}"):
+            out.append(token[0])
+        elif m.group(1) is None:
+            raise InputError(
+                "upload.name_template",
+                f"unbalanced brace in {template!r}",
+                fix="write {{ or }} for a literal brace",
+            )
+        else:
+            out.append(_expand_field(m.group(1).strip(), fields))
+        pos = m.end()
+    out.append(template[pos:])
+    return check_relative("".join(out), field="upload.name_template")
+
+
+# --------------------------------------------------------------------------- URL parsing
+
+
+def _bad_url(url: str, problem: str) -> InputError:
+    return InputError("storage.url", f"{redact_url(url)}: {problem}", fix=_URL_FIX)
+
+
+def _parse_url(url: str) -> tuple[str, str]:
+    """(protocol, root) where root is the fsspec path of the store's top directory/prefix."""
+    if not isinstance(url, str) or not url.strip():
+        raise _bad_url(str(url), "empty storage URL")
+    url = url.strip()
+    if "::" in url:
+        raise _bad_url(url, "chained fsspec URLs are not supported")
+    if "://" not in url:
+        return "file", os.path.abspath(os.path.expanduser(url))
+    scheme, _, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not _SCHEME.match(scheme):
+        raise _bad_url(url, f"malformed scheme {scheme!r}")
+    if "?" in rest or "#" in rest:
+        raise _bad_url(url, "query strings and fragments are not supported")
+    if scheme in _LOCAL:
+        rest = rest[len("localhost") :] if rest.startswith("localhost/") else rest
+        if not rest:
+            raise _bad_url(url, "no directory given")
+        return "file", os.path.abspath(os.path.expanduser(rest))
+    if scheme == "memory":
+        return "memory", "/" + rest.strip("/")
+    if scheme in _GCS:
+        bucket, _, prefix = rest.partition("/")
+        if "@" in bucket or not _BUCKET.match(bucket):
+            raise _bad_url(url, f"invalid bucket name {bucket.rpartition('@')[2]!r}")
+        prefix = prefix.strip("/")
+        if prefix:
+            check_relative(prefix, field="storage.url")
+        return "gs", f"{bucket}/{prefix}" if prefix else bucket
+    if scheme not in _OBJECT_STORES:
+        known = scheme in fsspec.available_protocols()
+        raise _bad_url(url, f"{'unsupported' if known else 'unknown'} scheme {scheme!r}")
+    try:
+        cls = fsspec.get_filesystem_class(scheme)
+    except ValueError:
+        raise _bad_url(url, f"unknown scheme {scheme!r}") from None
+    except ImportError as e:
+        raise _bad_url(
+            url, f"scheme {scheme!r} needs a package that is not installed ({e})"
+        ) from None
+    root = cls._strip_protocol(url)
+    return scheme, root.rstrip("/") if isinstance(root, str) else str(root)
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class Store:
+    """One storage location; object paths are relative to it and validated on every call."""
+
+    def __init__(self, url: str, options: dict[str, Any] | None = None):
+        self.protocol, self._root = _parse_url(url)
+        self._options = dict(options or {})
+        self.url = self._root_url()
+        self._local_root = Path(self._root) if self.protocol == "file" else None
+        self._fs: Any = None
+        if self._local_root is None:
+            try:
+                self._fs = fsspec.filesystem(self.protocol, **self._options)
+            except Exception as e:
+                raise InputError(
+                    "storage.url",
+                    f"cannot open {self.url}: {e.__class__.__name__}: {_short(e)}",
+                    fix="check storage.options (endpoint_url, token, project)",
+                ) from None
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    # ----------------------------------------------------------------- naming
+
+    def _root_url(self) -> str:
+        if self.protocol == "file":
+            return "file://" + self._root
+        if self.protocol == "memory":
+            return "memory://" + self._root.lstrip("/")
+        return f"{self.protocol}://{self._root}"
+
+    def _full(self, path: str) -> str:
+        check_relative(path)
+        return f"{self._root.rstrip('/')}/{path}"
+
+    def uri(self, path: str) -> str:
+        """Full URL of a relative object path (what the manifest records).
+
+        ``uri("")`` is the root with a trailing slash, so ``uri.startswith(store.uri(""))``
+        tells whether a recorded URI lives in this store (see also ``relative``).
+        """
+        base = self.url if self.url.endswith("/") else self.url + "/"
+        return base + check_relative(path) if path else base
+
+    def relative(self, uri: str) -> str | None:
+        """The object path of a URI recorded from this store, or None if it is elsewhere."""
+        base = self.uri("")
+        if not uri.startswith(base) or uri == base:
+            return None
+        return check_relative(uri[len(base) :])
+
+    @property
+    def can_append(self) -> bool:
+        """True when ``append`` is a real durable append (local files); object stores can't."""
+        return self._local_root is not None
+
+    # ----------------------------------------------------------------- writes
+
+    def put(
+        self,
+        path: str,
+        data: bytes,
+        *,
+        content_type: str,
+        metadata: dict[str, str] | None = None,
+        cache_control: str | None = None,
+        create_only: bool = True,
+    ) -> PutResult:
+        """Store bytes under ``path``; with ``create_only`` an existing object is never replaced."""
+        full = self._full(path)
+        meta = _check_metadata(metadata)
+        if self._local_root is not None:
+            created = self._put_local(Path(full), data, create_only)
+        elif self.protocol == "gs":
+            created = self._put_gcs(full, data, content_type, meta, cache_control, create_only)
+        else:
+            created = self._put_fsspec(full, data, create_only)
+        if not created:
+            self._check_same(path, data)
+        return PutResult(uri=self.uri(path), path=path, created=created, size=len(data))
+
+    def _put_local(self, dest: Path, data: bytes, create_only: bool) -> bool:
+        if create_only and dest.is_file():
+            return False  # the common re-run case: skip writing a temp copy of the bytes
+        tmp = _write_temp(dest, data)
+        try:
+            if not create_only:
+                os.replace(tmp, dest)
+                _fsync_dir(dest.parent)
+                return True
+            try:
+                os.link(tmp, dest)
+            except FileExistsError:
+                return False
+            except OSError as e:
+                if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                    raise
+                # No hard links here (some FUSE/SMB mounts): exists-then-rename, with a small race.
+                if dest.exists():
+                    return False
+                os.replace(tmp, dest)
+            _fsync_dir(dest.parent)
+            return True
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def _put_gcs(
+        self,
+        full: str,
+        data: bytes,
+        content_type: str,
+        metadata: dict[str, str] | None,
+        cache_control: str | None,
+        create_only: bool,
+    ) -> bool:
+        try:
+            self._fs.pipe_file(
+                full,
+                data,
+                mode="create" if create_only else "overwrite",
+                content_type=content_type,
+                metadata=metadata or None,
+                fixed_key_metadata={"cache_control": cache_control} if cache_control else None,
+            )
+        except FileExistsError:
+            return False
+        return True
+
+    def _put_fsspec(self, full: str, data: bytes, create_only: bool) -> bool:
+        if not create_only:
+            self._fs.pipe_file(full, data)
+            return True
+        with _CREATE_LOCK:
+            try:
+                if self._fs.exists(full):
+                    return False
+                self._fs.pipe_file(full, data, mode="create")
+            except FileExistsError:
+                return False
+        return True
+
+    def _check_same(self, path: str, data: bytes) -> None:
+        """An existing object is fine only if it holds exactly these bytes."""
+        info = self.info(path)
+        size = int(info.get("size") or 0)
+        if size == len(data):
+            md5 = info.get("md5Hash")
+            if md5 and md5 == base64.b64encode(hashlib.md5(data).digest()).decode():
+                return
+            if hashlib.sha256(self.get(path)).digest() == hashlib.sha256(data).digest():
+                return
+        raise StorageConflict(self.uri(path), size, len(data))
+
+    def write_text(self, path: str, text: str, *, content_type: str = "application/json") -> str:
+        """Overwrite a small text object (manifest, index entry); readers never see it torn."""
+        full = self._full(path)
+        data = text.encode("utf-8")
+        if self._local_root is not None:
+            self._put_local(Path(full), data, create_only=False)
+        elif self.protocol == "gs":
+            # Mutable objects: without no-cache a public bucket serves them stale for an hour.
+            self._fs.pipe_file(
+                full,
+                data,
+                content_type=content_type,
+                fixed_key_metadata={"cache_control": "no-cache"},
+            )
+        else:
+            self._fs.pipe_file(full, data)
+        return self.uri(path)
+
+    def append(self, path: str, data: bytes) -> None:
+        """Durable append (fsync before returning); only where ``can_append`` is True."""
+        if self._local_root is None:
+            raise NotImplementedError(f"{self.protocol}:// objects cannot be appended to")
+        dest = Path(self._full(path))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        new = not dest.exists()
+        fd = os.open(dest, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if new:
+            _fsync_dir(dest.parent)
+
+    def delete(self, path: str) -> None:
+        """Remove one object; missing is fine (used for probes and tests, never for images)."""
+        full = self._full(path)
+        with contextlib.suppress(FileNotFoundError):
+            if self._local_root is not None:
+                os.unlink(full)
+            else:
+                self._fs.rm_file(full)
+
+    # ----------------------------------------------------------------- reads
+
+    def get(self, path: str) -> bytes:
+        full = self._full(path)
+        if self._local_root is not None:
+            return Path(full).read_bytes()
+        return self._fs.cat_file(full)
+
+    def get_many(self, paths: list[str]) -> dict[str, bytes]:
+        """Several objects at once; gcsfs fetches them concurrently (manifest rows, index)."""
+        if self._local_root is not None or not paths:
+            return {p: self.get(p) for p in paths}
+        fulls = {self._full(p): p for p in paths}
+        got = self._fs.cat(list(fulls), on_error="raise")
+        return {fulls[self._fs._strip_protocol(k)]: v for k, v in got.items()}
+
+    def read_text(self, path: str) -> str:
+        return self.get(path).decode("utf-8")
+
+    def exists(self, path: str) -> bool:
+        full = self._full(path)
+        if self._local_root is not None:
+            return os.path.isfile(full)
+        self._invalidate(full)
+        return bool(self._fs.isfile(full))
+
+    def info(self, path: str) -> dict[str, Any]:
+        """At least ``size``; on gs:// also ``contentType``, ``metadata``, ``cacheControl``."""
+        full = self._full(path)
+        if self._local_root is not None:
+            st = os.stat(full)
+            return {
+                "name": self.uri(path),
+                "size": st.st_size,
+                "type": "file",
+                "mtime": st.st_mtime,
+            }
+        self._invalidate(full)
+        return dict(self._fs.info(full))
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Relative paths of all objects under ``prefix`` (a directory-like prefix), sorted."""
+        prefix = prefix.strip("/")
+        if prefix:
+            check_relative(prefix)
+        base = f"{self._root.rstrip('/')}/{prefix}" if prefix else self._root
+        if self._local_root is not None:
+            return self._list_local(Path(base))
+        self._invalidate(base)
+        try:
+            found = self._fs.find(base)
+        except FileNotFoundError:
+            return []
+        root = self._root.rstrip("/") + "/"
+        return sorted(
+            p[len(root) :]
+            for p in (self._fs._strip_protocol(f) for f in found)
+            if p.startswith(root)
+        )
+
+    def _list_local(self, base: Path) -> list[str]:
+        if base.is_file():
+            return [base.relative_to(self._local_root).as_posix()]  # type: ignore[arg-type]
+        if not base.is_dir():
+            return []
+        out = []
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                if not name.startswith(_TMP_PREFIX):
+                    rel = Path(dirpath, name).relative_to(self._local_root)  # type: ignore[arg-type]
+                    out.append(rel.as_posix())
+        return sorted(out)
+
+    def _invalidate(self, full: str) -> None:
+        """gcsfs caches listings; another worker may have written since (stale exists/info)."""
+        with contextlib.suppress(Exception):
+            self._fs.invalidate_cache(full)
+
+    # ----------------------------------------------------------------- checks
+
+    def check_writable(self) -> None:
+        """Write, read back and delete a probe object, so a bad URL fails before money is spent."""
+        probe = f".bananaflow-probe-{uuid.uuid4().hex}"
+        token = uuid.uuid4().hex
+        try:
+            self.write_text(probe, token, content_type="text/plain")
+            if self.read_text(probe) != token:
+                raise OSError("the probe object read back different bytes")
+            self.delete(probe)
+        except Exception as e:
+            raise InputError(
+                "storage.url",
+                f"cannot write to {self.url}: {e.__class__.__name__}: {_short(e)}",
+                fix="point storage.url at a writable directory or bucket, check credentials",
+            ) from None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _short(e: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _check_metadata(metadata: dict[str, str] | None) -> dict[str, str] | None:
+    """GCS custom metadata is str -> str; a None or int would be stored as 'None'/'3' silently."""
+    if not metadata:
+        return None
+    bad = [k for k, v in metadata.items() if not isinstance(k, str) or not isinstance(v, str)]
+    if bad:
+        raise TypeError(f"metadata values must be strings: {bad}")
+    return dict(metadata)
+
+
+def _write_temp(dest: Path, data: bytes) -> str:
+    """Bytes in a fsynced temp file next to ``dest`` (same filesystem, so link/rename work)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=_TMP_PREFIX)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would make published images unreadable to others
+    return tmp
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a new directory entry durable (the file's own fsync does not cover its name)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

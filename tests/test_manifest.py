@@ -1,0 +1,202 @@
+"""Manifest durability and the completion index on local files, memory:// and fake GCS."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pytest
+
+from bananaflow.errors import BananaflowError, InputError
+from bananaflow.manifest import CompletionIndex, ManifestWriter, read_manifest
+from bananaflow.records import ManifestRow, MasterRef
+from bananaflow.storage import Store
+
+RUN = "run-20261124-abc"
+
+
+def _factory(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """Builds fresh Store objects on one location, as a restarted process would."""
+    if kind == "file":
+        return lambda: Store(f"file://{tmp_path}/out")
+    if kind == "memory":
+        name = f"bf-test-{uuid.uuid4().hex[:8]}"
+
+        def cleanup() -> None:
+            with contextlib.suppress(FileNotFoundError):
+                fsspec.filesystem("memory").rm(f"/{name}", recursive=True)
+
+        request.addfinalizer(cleanup)
+        return lambda: Store(f"memory://{name}")
+    url, options = request.getfixturevalue("gcs_bucket")
+    return lambda: Store(url, options)
+
+
+@pytest.fixture(params=["file", "memory", "gs"])
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    return _factory(request.param, request, tmp_path)
+
+
+def row(job: str, status: str = "uploaded", **kw: Any) -> ManifestRow:
+    fields: dict[str, Any] = {
+        "run_id": RUN,
+        "job_id": job,
+        "output_key": f"key-{job}",
+        "status": status,
+        "stage": "dev",
+        "prompt": f"a banana number {job}",
+    }
+    return ManifestRow(**{**fields, **kw})
+
+
+def test_append_close_and_read_back(store_factory: Any) -> None:
+    store = store_factory()
+    writer = ManifestWriter(store, RUN)
+    assert writer.path == f"runs/{RUN}/manifest.jsonl"
+    for i in range(5):
+        writer.append(row(f"j{i}", sha256=f"{i:064x}", bytes_final=100 + i))
+    uri = writer.close()
+    assert uri == store.uri(writer.path)
+    lines = store.read_text(writer.path).splitlines()
+    assert [json.loads(line)["job_id"] for line in lines] == [f"j{i}" for i in range(5)]
+    got = read_manifest(store_factory(), RUN)
+    assert [r.job_id for r in got] == [f"j{i}" for i in range(5)]
+    assert got[3].bytes_final == 103 and got[3].sha256 == f"{3:064x}"
+
+
+def test_crash_without_close_loses_nothing(store_factory: Any) -> None:
+    writer = ManifestWriter(store_factory(), RUN)
+    for i in range(4):
+        writer.append(row(f"j{i}"))
+    del writer  # the process dies here: no close()
+    got = read_manifest(store_factory(), RUN)
+    assert sorted(r.job_id for r in got) == ["j0", "j1", "j2", "j3"]
+
+
+def test_latest_row_per_job_wins(store_factory: Any) -> None:
+    store = store_factory()
+    writer = ManifestWriter(store, RUN)
+    writer.append(row("a", "failed", error="timeout", error_kind="timeout"))
+    writer.append(row("b"))
+    writer.append(row("a", "uploaded", attempts=2))
+    before_close = {r.job_id: r for r in read_manifest(store, RUN)}
+    assert before_close["a"].status == "uploaded" and before_close["a"].attempts == 2
+    writer.close()
+    lines = store.read_text(writer.path).splitlines()
+    assert len(lines) == 2
+    after = {r.job_id: r for r in read_manifest(store_factory(), RUN)}
+    assert after["a"].status == "uploaded" and after["a"].error is None
+    assert set(after) == {"a", "b"}
+
+
+def test_appends_from_many_threads(store_factory: Any) -> None:
+    writer = ManifestWriter(store_factory(), RUN)
+
+    def work(t: int) -> None:
+        for i in range(10):
+            writer.append(row(f"t{t}-{i}"))
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    writer.close()
+    got = read_manifest(store_factory(), RUN)
+    assert len(got) == 60 and len({r.job_id for r in got}) == 60
+
+
+def test_empty_or_unknown_run_reads_as_empty(store_factory: Any) -> None:
+    assert read_manifest(store_factory(), "never-ran") == []
+
+
+def test_local_append_is_on_disk_immediately_and_torn_tail_is_tolerated(tmp_path: Path) -> None:
+    store = Store(str(tmp_path))
+    writer = ManifestWriter(store, RUN)
+    writer.append(row("a"))
+    on_disk = (tmp_path / "runs" / RUN / "manifest.jsonl").read_text()
+    assert json.loads(on_disk)["job_id"] == "a"
+    with (tmp_path / "runs" / RUN / "manifest.jsonl").open("a") as f:
+        f.write('{"run_id": "run-20261124-abc", "job_id": "b", "sta')  # crash mid-line
+    assert [r.job_id for r in read_manifest(store, RUN)] == ["a"]
+
+
+@pytest.mark.parametrize("kind", ["memory", "gs"])
+def test_object_store_keeps_one_object_per_job(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    store = _factory(kind, request, tmp_path)()
+    assert not store.can_append
+    writer = ManifestWriter(store, RUN)
+    writer.append(row("a"))
+    writer.append(row("odd/id"))
+    assert store.list(f"runs/{RUN}/rows") == [
+        f"runs/{RUN}/rows/a.json",
+        f"runs/{RUN}/rows/odd%2Fid.json",
+    ]
+    assert not store.exists(writer.path)
+    writer.close()
+    assert {r.job_id for r in read_manifest(store, RUN)} == {"a", "odd/id"}
+
+
+def test_rows_of_another_run_and_bad_run_ids_are_refused(tmp_path: Path) -> None:
+    store = Store(str(tmp_path))
+    with pytest.raises(ValueError):
+        ManifestWriter(store, RUN).append(row("a").model_copy(update={"run_id": "other"}))
+    for bad in ("a/b", "..", ""):
+        with pytest.raises(InputError):
+            read_manifest(store, bad)
+
+
+# --------------------------------------------------------------------------- completion index
+
+
+def master_ref(store: Store) -> MasterRef:
+    return MasterRef(
+        uri=store.uri("masters/ab/abc.png"),
+        path="masters/ab/abc.png",
+        sha256="ab" * 32,
+        mime_type="image/png",
+        width=1024,
+        height=1024,
+        bytes=1_234_567,
+        backend="vertex",
+        model="gemini-3-pro-image",
+        estimated_usd=0.134,
+    )
+
+
+def test_completion_index_round_trip(store_factory: Any) -> None:
+    store = store_factory()
+    index = CompletionIndex(store)
+    assert index.get_master("k1") is None
+    assert index.get_done("k1") is None
+    ref = master_ref(store)
+    index.put_master("k1", ref)
+    done = row("j1", output_key="k1", uri=store.uri("images/ab/x.webp"))
+    index.put_done(done)
+    fresh = CompletionIndex(store_factory())  # as a re-run in a new process sees it
+    assert fresh.get_master("k1") == ref
+    assert fresh.get_done("k1") == done
+    assert store.exists("index/masters/k1.json") and store.exists("index/done/k1.json")
+    assert fresh.get_master("k2") is None
+
+
+def test_only_uploaded_jobs_count_as_done(tmp_path: Path) -> None:
+    index = CompletionIndex(Store(str(tmp_path)))
+    for status in ("failed", "refused", "skipped_budget"):
+        with pytest.raises(ValueError):
+            index.put_done(row("j", status))
+    assert index.get_done("key-j") is None
+
+
+def test_corrupt_index_entry_is_loud(tmp_path: Path) -> None:
+    store = Store(str(tmp_path))
+    store.write_text("index/masters/k1.json", '{"uri": "half a')
+    with pytest.raises(BananaflowError, match="corrupt index entry"):
+        CompletionIndex(store).get_master("k1")
