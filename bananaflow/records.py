@@ -28,6 +28,9 @@ class RouteAttempt(BaseModel):
     reason: str
     outcome: str = ""
     attempts: int = 0
+    retried: list[str] = Field(
+        default_factory=list, description="Kinds of the errors that were retried, in order."
+    )
 
 
 class StoredImage(BaseModel):

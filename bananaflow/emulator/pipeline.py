@@ -1,0 +1,505 @@
+"""The life of one API call: route, authenticate, validate, decide its fate, answer.
+
+Order matters and copies Google's: authentication first (a bad key is a 400/403 whatever the
+body), then the model, then the body, then quota, then the model "runs" (latency, refusals,
+rendering). Forced faults are taken after validation, so a test can't burn a queued fault on
+a request that would have been rejected anyway; ``token_expired`` is the exception, as it is a
+fault of authentication itself. A forced fault replaces the request's normal fate: it takes no
+quota slot and no random fault is rolled for it, so what a test forces is exactly what it gets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import anyio.to_thread
+import httpx
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from bananaflow.config import BackendProfile, EmulatorSettings
+from bananaflow.emulator import faults as flt
+from bananaflow.emulator import messages as msg
+from bananaflow.emulator import responses as resp
+from bananaflow.emulator.auth import api_key_of, bearer_of
+from bananaflow.emulator.catalog import model_kind, output_pixels, output_tokens, thinks
+from bananaflow.emulator.imagegen import FORMAT_OF_MIME, ImageSpec, probe, upscale
+from bananaflow.emulator.routing import OPERATIONS, Route, parse
+from bananaflow.emulator.state import Call, EmulatorState
+from bananaflow.emulator.textgen import count_tokens, rewrite
+from bananaflow.emulator.validation import GenerateRequest, parse_generate, parse_upscale
+
+GENERATE_OPS = frozenset({"generateContent", "streamGenerateContent"})
+MAX_UPSCALE_PIXELS = 17_000_000
+VERTEX_JPEG_DEFAULT_QUALITY = 75  # what Vertex uses when JPEG is asked without a quality
+# Faults answered with an error status instead of a body.
+ERROR_FAULTS = frozenset(
+    {"quota", "quota_daily", "quota_billing", "500", "502", "503", "504", "hang"}
+)
+FORCED_REFUSALS = {
+    "image_safety": "IMAGE_SAFETY",
+    "no_image_refusal": "NO_IMAGE",
+    "prompt_blocked": "PROMPT_BLOCKED",
+}
+
+
+class DroppedConnection(httpx.RemoteProtocolError):
+    """Raised on purpose by the ``reset`` fault after part of the body was sent.
+
+    Over a socket the server just closes the connection (clients see httpx's
+    RemoteProtocolError); through ``httpx.ASGITransport`` this exception reaches the client as
+    is, and being a RemoteProtocolError it looks the same to client code.
+    """
+
+
+class DroppedResponse(Response):
+    """Status, headers with the full Content-Length, half the body, then a dropped connection."""
+
+    def __init__(self, payload: bytes, media_type: str):
+        super().__init__(b"", 200, media_type=media_type)
+        self.payload = payload
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [
+            (b"content-type", str(self.media_type).encode("latin-1")),
+            (b"content-length", str(len(self.payload)).encode("latin-1")),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        half = self.payload[: max(1, len(self.payload) // 2)]
+        await send({"type": "http.response.body", "body": half, "more_body": True})
+        raise DroppedConnection("emulated connection reset (reset fault)")
+
+
+def received_url(request: Request) -> str:
+    """The URL as the client sent it (raw path and query), for the request log."""
+    scope = request.scope
+    raw = scope.get("raw_path") or scope["path"].encode()
+    path = raw.decode("latin-1") if isinstance(raw, bytes) else str(raw)
+    query = scope.get("query_string", b"").decode("latin-1")
+    host = request.headers.get("host") or "emulator"
+    return f"{scope.get('scheme', 'http')}://{host}{path}" + (f"?{query}" if query else "")
+
+
+@dataclass
+class Ctx:
+    """One API call being handled."""
+
+    state: EmulatorState
+    request: Request
+    route: Route
+    kind: str | None
+    call: Call
+    stream: bool
+    sse: bool
+    holds_slot: bool = False
+
+    @property
+    def settings(self) -> EmulatorSettings:
+        return self.state.settings
+
+    @property
+    def profile(self) -> BackendProfile:
+        return self.state.settings.profiles[self.route.backend]
+
+    @property
+    def scale(self) -> float:
+        return self.state.settings.time_scale
+
+    def release(self) -> None:
+        if self.holds_slot:
+            self.holds_slot = False
+            self.state.quotas[self.route.backend].release()
+
+
+# ---------------------------------------------------------------------------- entry point
+
+
+async def api_endpoint(request: Request) -> Response:
+    state: EmulatorState = request.app.state.emulator
+    route = parse(request.url.path)
+    if route is None or route.operation not in OPERATIONS:
+        return Response(
+            resp.dumps(msg.envelope(404, "Requested entity was not found.")),
+            404,
+            media_type="application/json; charset=UTF-8",
+        )
+    kind = model_kind(route.model)
+    stream = route.operation == "streamGenerateContent"
+    call = state.begin(
+        method=request.method,
+        url=received_url(request),
+        backend=route.backend,
+        operation=route.operation,
+        model=route.model,
+        generation=kind == "image" and route.operation in GENERATE_OPS,
+        api=True,
+    )
+    ctx = Ctx(state, request, route, kind, call, stream, stream and _wants_sse(request))
+    try:
+        return await _handle(ctx)
+    except msg.ApiError as err:
+        state.decide(call, err.status, str(err.status))
+        return error_response(err, array=ctx.stream and not ctx.sse)
+    finally:
+        ctx.release()
+        state.end(call)
+
+
+def _wants_sse(request: Request) -> bool:
+    return request.query_params.get("alt") == "sse"
+
+
+def error_response(err: msg.ApiError, *, array: bool = False) -> Response:
+    """Errors on a non-SSE stream come wrapped in a JSON array, as Google sends them."""
+    if isinstance(err.body, str):
+        return Response(err.body, err.status, headers=err.headers, media_type=err.media_type)
+    payload = resp.dumps([err.body] if array else err.body)
+    return Response(
+        payload, err.status, headers=err.headers, media_type="application/json; charset=UTF-8"
+    )
+
+
+async def _handle(ctx: Ctx) -> Response:
+    _authenticate(ctx)
+    _check_project(ctx)
+    _check_model(ctx)
+    body = await _json_body(ctx.request)
+    if ctx.kind == "image":
+        return await _generate_image(ctx, parse_generate(ctx.route, body))
+    if ctx.kind == "text":
+        return await _generate_text(ctx, parse_generate(ctx.route, body))
+    return await _upscale(ctx, body)
+
+
+# ---------------------------------------------------------------------------- checks
+
+
+def _authenticate(ctx: Ctx) -> None:
+    route, request, entry = ctx.route, ctx.request, ctx.call.entry
+    token = bearer_of(request) if route.backend == "vertex" else None
+    if route.backend == "aistudio" or (route.express and token is None):
+        key = api_key_of(request)
+        entry["auth"] = "api_key" if key else None
+        entry["key_in_url"] = "key" in request.query_params
+        if key is None:
+            if route.backend == "vertex":
+                raise msg.unauthenticated("CREDENTIALS_MISSING", _method(route))
+            raise msg.missing_key()
+        if key not in ctx.settings.api_keys:
+            service = msg.AISTUDIO_SERVICE if route.backend == "aistudio" else msg.VERTEX_SERVICE
+            raise msg.invalid_key(service)
+        return
+    entry["auth"] = "bearer" if token else None
+    if token is None:
+        raise msg.unauthenticated("CREDENTIALS_MISSING", _method(route))
+    reason = ctx.state.tokens.check(token)
+    if reason is not None:
+        raise msg.unauthenticated(reason or None, _method(route))
+    forced = ctx.state.faults.take("auth", route.backend, route.operation)
+    if forced is not None:
+        ctx.state.tokens.revoke(token)
+        ctx.state.note_fault(ctx.call, forced.fault)
+        raise msg.unauthenticated("ACCESS_TOKEN_EXPIRED", _method(route))
+
+
+def _method(route: Route) -> str:
+    return route.operation[0].upper() + route.operation[1:]
+
+
+def _check_project(ctx: Ctx) -> None:
+    """Vertex answers 403 for a project the caller has no access to; only ours exists here."""
+    r = ctx.route
+    if r.project is not None and r.project != ctx.settings.project:
+        raise msg.permission_denied(r.project, r.location or "global", r.model)
+
+
+def _check_model(ctx: Ctx) -> None:
+    r = ctx.route
+    ok = (ctx.kind in ("image", "text") and r.operation in GENERATE_OPS) or (
+        ctx.kind == "upscale" and r.operation == "predict" and r.backend == "vertex"
+    )
+    if not ok:
+        raise msg.model_not_found(r.backend, r.version, r.model, r.operation, r.resource)
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        snippet = raw[:40].decode("utf-8", "replace")
+        raise msg.invalid_json(f"Unexpected token.\n{snippet}\n^") from None
+
+
+# ---------------------------------------------------------------------------- fates
+
+
+def _admit(ctx: Ctx) -> None:
+    """Take a quota slot or answer 429 the way this backend does."""
+    quota = ctx.state.quotas.get(ctx.route.backend)
+    if quota is None:
+        return
+    rejection = quota.admit()
+    if rejection is None:
+        ctx.holds_slot = True
+        return
+    ctx.call.entry["quota"] = rejection.kind
+    if ctx.route.backend == "vertex":
+        raise msg.vertex_quota()
+    if rejection.kind == "concurrency":
+        raise msg.aistudio_busy(rejection.retry_after_s or 0.0)
+    raise msg.aistudio_quota(
+        ctx.route.model,
+        rejection.limit,
+        rejection.retry_after_s,
+        per_day=rejection.kind == "day",
+    )
+
+
+def _roll_random_fault(ctx: Ctx) -> str | None:
+    """The profile's background failure rates (seeded, so a run is reproducible)."""
+    rng, p = ctx.state.rng, ctx.profile
+    if p.hang_rate > 0 and rng.random() < p.hang_rate:
+        return "hang"
+    for code, rate in sorted(p.error_rates.items()):
+        if rate > 0 and rng.random() < rate:
+            return str(code)
+    return None
+
+
+async def _sleep(seconds: float) -> None:
+    if seconds > 0:
+        await asyncio.sleep(seconds)
+
+
+async def _hang(ctx: Ctx, seconds: float) -> None:
+    """Hold the request open without answering; stop early if the client gave up."""
+    ctx.state.decide(ctx.call, 504, "hang")
+    deadline = time.monotonic() + seconds
+    while (remaining := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(min(0.05, remaining))
+        if await ctx.request.is_disconnected():
+            break
+    raise msg.deadline()
+
+
+async def _error_fault(ctx: Ctx, name: str, params: dict[str, Any]) -> None:
+    """Raise the error answer for a forced or random fault (``hang`` first holds the call)."""
+    backend, model, p = ctx.route.backend, ctx.route.model, ctx.profile
+    if name == "hang":
+        await _hang(ctx, float(params.get("hang_s", p.hang_s)) * ctx.scale)
+    if name == "quota":
+        if backend == "vertex":
+            raise msg.vertex_quota()
+        delay = float(params.get("retry_delay_s", 34.0)) * ctx.scale
+        raise msg.aistudio_quota(model, p.requests_per_minute or 60, delay)
+    if name == "quota_daily":
+        if backend == "vertex":
+            raise msg.vertex_quota()
+        raise msg.aistudio_quota(model, p.requests_per_day or 1500, None, per_day=True)
+    if name == "quota_billing":
+        raise msg.billing_quota()
+    if name == "500":
+        raise msg.internal(backend)
+    if name == "502":
+        raise msg.bad_gateway()
+    if name == "503":
+        raise msg.unavailable()
+    if name == "504":
+        raise msg.deadline()
+    code = int(name)
+    if code in msg.STATUS_NAMES:
+        raise msg.error(code, str(params.get("message", "Emulated failure.")))
+    raise msg.ApiError(code, {"error": {"code": code, "message": "Emulated failure."}})
+
+
+async def _take_fault(ctx: Ctx, kind: flt.RequestKind) -> flt.ForcedFault | None:
+    """Consume a forced fault; error faults are answered right here."""
+    forced = ctx.state.faults.take(kind, ctx.route.backend, ctx.route.operation)
+    if forced is None:
+        return None
+    ctx.state.note_fault(ctx.call, forced.fault)
+    if forced.fault in ERROR_FAULTS:
+        await _error_fault(ctx, forced.fault, forced.params)
+    return forced
+
+
+def _latency(ctx: Ctx, size: str, factor: float = 1.0) -> float:
+    if ctx.scale <= 0:
+        return 0.0
+    table: dict[str, tuple[float, float]] = dict(ctx.profile.latency_s)
+    bounds = table.get(size) or table.get("1K")
+    if bounds is None:
+        return 0.0
+    return ctx.state.rng.uniform(*bounds) * ctx.scale * factor
+
+
+def _refusal_for(ctx: Ctx, req: GenerateRequest) -> str | None:
+    r = ctx.settings.refusals
+    text = req.prompt.lower()
+    if any(w.lower() in text for w in r.blocked_prompt_words):
+        return "PROMPT_BLOCKED"
+    if any(w.lower() in text for w in r.image_safety_words):
+        return "IMAGE_SAFETY"
+    if any(w.lower() in text for w in r.no_image_words):
+        return "NO_IMAGE"
+    if not req.prompt.strip() and not req.reference_count:
+        return "NO_IMAGE"  # as observed for an empty prompt
+    rng = ctx.state.rng
+    if r.image_safety_rate > 0 and rng.random() < r.image_safety_rate:
+        return "IMAGE_SAFETY"
+    if r.no_image_rate > 0 and rng.random() < r.no_image_rate:
+        return "NO_IMAGE"
+    return None
+
+
+def _response_id(ctx: Ctx) -> str:
+    raw = ctx.state.rng.getrandbits(136).to_bytes(17, "big")
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _thoughts(model: str, prompt: str) -> int:
+    if not thinks(model):
+        return 0
+    return 136 + int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:2], "big") % 85
+
+
+async def _respond(
+    ctx: Ctx, body: dict[str, Any], forced: flt.ForcedFault | None, outcome: str = "ok"
+) -> Response:
+    """Serialize (off the loop: bodies reach tens of MB) and apply any body fault."""
+    name = forced.fault if forced else None
+    if name == "bad_base64":
+        body = flt.corrupt_base64(body)
+    elif name == "lying_mime":
+        body = flt.lie_about_mime(body)
+    payload, media = await anyio.to_thread.run_sync(
+        functools.partial(resp.frame, body, stream=ctx.stream, sse=ctx.sse)
+    )
+    if name == "truncated_json":
+        payload = flt.truncate(payload)
+    elif name == "malformed_json":
+        payload = flt.malform(payload)
+    ctx.call.entry["bytes"] = len(payload)
+    if name == "reset":
+        ctx.state.decide(ctx.call, 200, "reset")
+        return DroppedResponse(payload, media)
+    ctx.state.decide(ctx.call, 200, outcome)
+    headers = {"x-gemini-service-tier": "standard"} if ctx.route.backend == "aistudio" else {}
+    return Response(payload, 200, headers=headers, media_type=media)
+
+
+# ---------------------------------------------------------------------------- handlers
+
+
+def _image_spec(ctx: Ctx, req: GenerateRequest) -> ImageSpec:
+    p = ctx.profile
+    fmt, quality = p.image_format, p.jpeg_quality
+    if req.output_mime is not None:
+        fmt = FORMAT_OF_MIME[req.output_mime]
+    if fmt == "jpeg" and req.output_quality is not None:
+        quality = max(1, req.output_quality)
+    elif fmt == "jpeg" and req.output_mime is not None:
+        quality = VERTEX_JPEG_DEFAULT_QUALITY
+    width, height = output_pixels(ctx.route.model, req.aspect_ratio, req.image_size)
+    return ImageSpec(
+        prompt=req.prompt,
+        width=width,
+        height=height,
+        fmt=fmt,
+        quality=quality,
+        detail=p.detail,
+        reference_digest=req.reference_digest,
+        label=f"{ctx.route.backend} {ctx.route.model}",
+    )
+
+
+async def _generate_image(ctx: Ctx, req: GenerateRequest) -> Response:
+    entry = ctx.call.entry
+    entry.update(prompt=req.prompt, aspect_ratio=req.aspect_ratio, image_size=req.image_size)
+    forced = await _take_fault(ctx, "image")
+    if forced is None:
+        _admit(ctx)
+        random_fault = _roll_random_fault(ctx)
+        if random_fault is not None:
+            ctx.state.note_fault(ctx.call, f"random:{random_fault}")
+            await _error_fault(ctx, random_fault, {})
+        refusal = _refusal_for(ctx, req)
+    else:
+        refusal = FORCED_REFUSALS.get(forced.fault)
+    seed = f"{req.prompt}\x00{req.aspect_ratio}\x00{req.image_size}\x00{ctx.route.backend}"
+    meta = resp.Meta(
+        ctx.route,
+        _response_id(ctx),
+        count_tokens(req.prompt) + 258 * req.reference_count,
+        _thoughts(ctx.route.model, req.prompt),
+        req.reference_count,
+    )
+    if refusal == "PROMPT_BLOCKED":  # blocked before the model runs: no latency, no thoughts
+        meta = resp.Meta(ctx.route, meta.response_id, meta.prompt_tokens, 0, req.reference_count)
+        return await _respond(ctx, resp.refusal_body(meta, refusal), forced, "refused")
+    latency = _latency(ctx, req.image_size)
+    if refusal is not None:
+        await _sleep(latency)
+        return await _respond(ctx, resp.refusal_body(meta, refusal), forced, "refused")
+    if forced is not None and forced.fault == "no_image":
+        await _sleep(latency)
+        return await _respond(ctx, resp.no_image_text_body(meta, seed), forced)
+    spec = _image_spec(ctx, req)
+    rendering = asyncio.ensure_future(ctx.state.cache.get(spec))
+    try:
+        await _sleep(latency)
+        data = await rendering
+    finally:
+        if not rendering.done():
+            rendering.cancel()
+    image_b64 = await anyio.to_thread.run_sync(lambda: base64.b64encode(data).decode("ascii"))
+    body = resp.image_body(
+        meta,
+        image_b64=image_b64,
+        mime=spec.mime,
+        output_tokens=output_tokens(ctx.route.model, req.image_size),
+        want_text=req.want_text,
+        include_thoughts=req.include_thoughts,
+        seed=seed,
+    )
+    return await _respond(ctx, body, forced)
+
+
+async def _generate_text(ctx: Ctx, req: GenerateRequest) -> Response:
+    ctx.call.entry["prompt"] = req.prompt
+    forced = await _take_fault(ctx, "text")
+    await _sleep(_latency(ctx, "1K", factor=0.25))
+    text = rewrite(req.prompt)
+    meta = resp.Meta(ctx.route, _response_id(ctx), count_tokens(req.prompt))
+    return await _respond(ctx, resp.text_body(meta, text, count_tokens(text)), forced)
+
+
+async def _upscale(ctx: Ctx, body: Any) -> Response:
+    up = parse_upscale(body)
+    try:
+        width, height, _ = probe(up.image)
+    except ValueError:
+        raise msg.bad_request("Unable to decode the input image; send a PNG or JPEG.") from None
+    out_w, out_h = width * up.factor, height * up.factor
+    ctx.call.entry.update(input_size=[width, height], output_size=[out_w, out_h])
+    if out_w * out_h > MAX_UPSCALE_PIXELS:
+        raise msg.bad_request(
+            f"The upscaled image would be {out_w}x{out_h} ({out_w * out_h / 1e6:.1f} megapixels), "
+            f"over the 17 megapixel output limit. Use a smaller factor or a smaller input."
+        )
+    forced = await _take_fault(ctx, "upscale")
+    await _sleep(_latency(ctx, "1K"))
+    data = await anyio.to_thread.run_sync(
+        upscale, up.image, up.factor, up.output_mime, up.output_quality
+    )
+    image_b64 = base64.b64encode(data).decode("ascii")
+    return await _respond(ctx, resp.upscale_body(image_b64, up.output_mime), forced)

@@ -1,0 +1,401 @@
+"""Request validation with the real services' rules and messages.
+
+The emulator is strict where Google is strict (unknown fields, Vertex roles, Vertex-only image
+options on the Gemini API, one candidate) so a client that passes here does not fail on its
+first real call. Input may use camelCase or snake_case keys, as Google's JSON parser accepts both.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from bananaflow.emulator import messages as msg
+from bananaflow.emulator.catalog import (
+    ALL_RATIOS,
+    EXTREME_RATIOS,
+    SIZE_SPELLINGS,
+    is_flash25,
+    is_flash31,
+)
+from bananaflow.emulator.routing import Route
+
+_COMMON_TOP = {
+    "contents", "systemInstruction", "safetySettings", "tools", "toolConfig",
+    "cachedContent", "generationConfig", "serviceTier",
+}
+TOP_FIELDS = {
+    "aistudio": frozenset(_COMMON_TOP | {"store"}),
+    "vertex": frozenset(_COMMON_TOP | {"labels", "modelArmorConfig"}),
+}
+_COMMON_GEN = {
+    "temperature", "topP", "topK", "candidateCount", "maxOutputTokens", "stopSequences", "seed",
+    "presencePenalty", "frequencyPenalty", "responseMimeType", "responseSchema",
+    "responseJsonSchema", "responseModalities", "mediaResolution", "speechConfig",
+    "thinkingConfig", "imageConfig", "responseLogprobs", "logprobs",
+}
+GENERATION_FIELDS = {
+    "aistudio": frozenset(_COMMON_GEN | {"enableEnhancedCivicAnswers"}),
+    "vertex": frozenset(_COMMON_GEN | {"routingConfig", "audioTimestamp", "modelConfig"}),
+}
+IMAGE_FIELDS_COMMON = frozenset({"aspectRatio", "imageSize"})
+VERTEX_ONLY_IMAGE_FIELDS = frozenset(
+    {
+        "personGeneration", "imageOutputOptions", "prominentPeople", "outputMimeType",
+        "outputCompressionQuality",
+    }
+)
+IMAGE_FIELDS = {
+    "aistudio": IMAGE_FIELDS_COMMON,
+    "vertex": IMAGE_FIELDS_COMMON | VERTEX_ONLY_IMAGE_FIELDS,
+}
+OUTPUT_OPTION_FIELDS = frozenset({"mimeType", "compressionQuality"})
+THINKING_FIELDS = frozenset({"includeThoughts", "thinkingBudget", "thinkingLevel"})
+CONTENT_FIELDS = frozenset({"role", "parts"})
+PART_FIELDS = frozenset(
+    {
+        "text", "inlineData", "fileData", "thought", "thoughtSignature", "functionCall",
+        "functionResponse", "executableCode", "codeExecutionResult", "videoMetadata",
+        "mediaResolution", "partMetadata",
+    }
+)
+PART_DATA_FIELDS = frozenset(
+    {
+        "text", "inlineData", "fileData", "functionCall", "functionResponse", "executableCode",
+        "codeExecutionResult",
+    }
+)
+BLOB_FIELDS = frozenset({"mimeType", "data", "displayName"})
+SAFETY_FIELDS = {
+    "aistudio": frozenset({"category", "threshold"}),
+    "vertex": frozenset({"category", "threshold", "method"}),
+}
+MODALITIES = frozenset({"TEXT", "IMAGE", "AUDIO"})
+OUTPUT_MIMES = ("image/png", "image/jpeg")
+PERSON_GENERATION = frozenset({"ALLOW_ALL", "ALLOW_ADULT", "ALLOW_NONE"})
+PROMINENT_PEOPLE = frozenset(
+    {"PROMINENT_PEOPLE_UNSPECIFIED", "ALLOW_PROMINENT_PEOPLE", "BLOCK_PROMINENT_PEOPLE"}
+)
+UPSCALE_FACTORS = {"x2": 2, "x3": 3, "x4": 4}
+MAX_UPSCALE_INPUT_BYTES = 10 * 1024 * 1024
+
+_SNAKE = re.compile(r"_([a-z0-9])")
+
+
+def camel(name: str) -> str:
+    return _SNAKE.sub(lambda m: m.group(1).upper(), name)
+
+
+def fields(obj: Any, allowed: frozenset[str], where: str) -> dict[str, Any]:
+    """The object's fields under camelCase names; unknown names are a 400, as at Google."""
+    if not isinstance(obj, dict):
+        what = f"'{where}'" if where else "the request"
+        raise msg.invalid_json(f"Invalid value at {what}: expected an object.")
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        name = camel(key)
+        if name not in allowed:
+            raise msg.unknown_field(key, where)
+        out[name] = value
+    return out
+
+
+def _proto_type(route: Route, name: str) -> str:
+    if route.backend == "aistudio":
+        return f"type.googleapis.com/google.ai.generativelanguage.{route.version}.{name}"
+    return f"type.googleapis.com/google.cloud.aiplatform.{route.version}.{name}"
+
+
+def decode_base64(value: Any, where: str) -> bytes:
+    """Bytes fields are standard or URL-safe base64, like proto3 JSON."""
+    if not isinstance(value, str):
+        raise msg.bad_request(f"Invalid value at '{where}' (TYPE_BYTES), expected a string.")
+    text = value.strip()
+    try:
+        if "-" in text or "_" in text:
+            return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise msg.bad_request(
+            f"Invalid value at '{where}' (TYPE_BYTES), Base64 decoding failed for \"{shown}\""
+        ) from None
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """What a generateContent body asks for, reduced to what shapes the answer."""
+
+    prompt: str
+    aspect_ratio: str = "1:1"
+    image_size: str = "1K"
+    want_text: bool = True
+    include_thoughts: bool = False
+    output_mime: str | None = None
+    output_quality: int | None = None
+    reference_digest: str = ""
+    reference_count: int = 0
+
+
+def _check_role(route: Route, role: Any) -> None:
+    if role in ("user", "model"):
+        return
+    if route.backend == "aistudio" and role in (None, ""):
+        return  # the Gemini API lets the role be left blank or unset
+    raise msg.bad_request(msg.MSG_BAD_ROLE)
+
+
+def _check_part(route: Route, part: Any, where: str, digest: Any) -> tuple[str, int]:
+    """Validate one part; return its text (if a non-thought text part) and image count."""
+    f = fields(part, PART_FIELDS, where)
+    if not PART_DATA_FIELDS & f.keys():
+        raise msg.bad_request(
+            f"* GenerateContentRequest.{where}.data: required oneof field 'data' must have one "
+            "initialized field\n"
+        )
+    if "inlineData" in f:
+        blob_where = f"{where}.inline_data"
+        blob = fields(f["inlineData"], BLOB_FIELDS, blob_where)
+        if not blob.get("mimeType"):
+            raise msg.bad_request(f"* GenerateContentRequest.{blob_where}.mime_type: required\n")
+        digest.update(decode_base64(blob.get("data", ""), f"{blob_where}.data"))
+        return "", 1
+    text = f.get("text")
+    if text is not None and not isinstance(text, str):
+        raise msg.bad_request(f"Invalid value at '{where}.text' (TYPE_STRING), {text!r}")
+    if text and not f.get("thought"):
+        return text, 0
+    return "", 0
+
+
+def _parse_contents(route: Route, contents: Any) -> tuple[str, str, int]:
+    """Validate turns; return the last user turn's text, the input images' digest and count."""
+    if contents is None or contents == []:
+        raise msg.bad_request(msg.MSG_NO_CONTENTS)
+    if not isinstance(contents, list):
+        raise msg.invalid_json("Invalid value at 'contents': expected a list.")
+    digest = hashlib.sha256()
+    images = 0
+    prompt = ""
+    for i, content in enumerate(contents):
+        where = f"contents[{i}]"
+        c = fields(content, CONTENT_FIELDS, where)
+        _check_role(route, c.get("role"))
+        parts = c.get("parts")
+        if not parts:
+            raise msg.bad_request(msg.MSG_EMPTY_INPUT)
+        if not isinstance(parts, list):
+            raise msg.invalid_json(f"Invalid value at '{where}.parts': expected a list.")
+        texts: list[str] = []
+        for j, part in enumerate(parts):
+            text, n = _check_part(route, part, f"{where}.parts[{j}]", digest)
+            images += n
+            if text:
+                texts.append(text)
+        if c.get("role") in (None, "", "user"):
+            prompt = " ".join(texts)
+    return prompt, (digest.hexdigest() if images else ""), images
+
+
+def _parse_modalities(route: Route, value: Any) -> bool:
+    """True when a text part is wanted; ``["IMAGE"]`` alone suppresses the chatter text."""
+    if value is None:
+        return True
+    if not isinstance(value, list):
+        raise msg.invalid_json("Invalid value at 'generation_config.response_modalities'.")
+    names: list[str] = []
+    for i, item in enumerate(value):
+        name = str(item).upper()
+        if name not in MODALITIES:
+            raise msg.bad_request(
+                f"Invalid value at 'generation_config.response_modalities[{i}]' "
+                f"({_proto_type(route, 'GenerationConfig.Modality')}), \"{item}\""
+            )
+        names.append(name)
+    return not names or "TEXT" in names
+
+
+def _parse_output_options(opts: Any, where: str) -> tuple[str | None, int | None]:
+    o = fields(opts, OUTPUT_OPTION_FIELDS, where)
+    return _check_output_mime(o.get("mimeType"), where), _check_quality(
+        o.get("compressionQuality"), where
+    )
+
+
+def _check_output_mime(mime: Any, where: str) -> str | None:
+    if mime is None:
+        return None
+    if mime not in OUTPUT_MIMES:
+        raise msg.bad_request(
+            f"Unsupported output mime type '{mime}' at '{where}'. "
+            f"Supported values are: {', '.join(OUTPUT_MIMES)}."
+        )
+    return str(mime)
+
+
+def _check_quality(quality: Any, where: str) -> int | None:
+    if quality is None:
+        return None
+    if isinstance(quality, bool) or not isinstance(quality, int) or not 0 <= quality <= 100:
+        raise msg.bad_request(
+            f"Invalid compression quality {quality!r} at '{where}': it must be an integer "
+            "between 0 and 100."
+        )
+    return quality
+
+
+def _parse_image_config(route: Route, value: Any) -> dict[str, Any]:
+    where = "generation_config.image_config"
+    ic = fields(value, IMAGE_FIELDS[route.backend], where)
+    out: dict[str, Any] = {}
+    ratio = ic.get("aspectRatio")
+    if ratio is not None:
+        if ratio not in ALL_RATIOS:
+            raise msg.bad_aspect_ratio(ratio)
+        if ratio in EXTREME_RATIOS and not is_flash31(route.model):
+            raise msg.ratio_not_for_model(ratio)
+        out["aspect_ratio"] = ratio
+    size = ic.get("imageSize")
+    if size is not None and not is_flash25(route.model):  # 2.5-flash ignores it, even "8K"
+        canonical = SIZE_SPELLINGS.get(str(size).upper())
+        if canonical is None:
+            raise msg.bad_image_size(size)
+        out["image_size"] = canonical
+    person = ic.get("personGeneration")
+    if person is not None and person not in PERSON_GENERATION:
+        raise msg.bad_request(
+            f"Invalid value at '{where}.person_generation' "
+            f"({_proto_type(route, 'ImageConfig.PersonGeneration')}), \"{person}\""
+        )
+    prominent = ic.get("prominentPeople")
+    if prominent is not None and prominent not in PROMINENT_PEOPLE:
+        raise msg.bad_request(
+            f"Invalid value at '{where}.prominent_people' "
+            f"({_proto_type(route, 'ImageConfig.ProminentPeople')}), \"{prominent}\""
+        )
+    mime = _check_output_mime(ic.get("outputMimeType"), f"{where}.output_mime_type")
+    quality = _check_quality(
+        ic.get("outputCompressionQuality"), f"{where}.output_compression_quality"
+    )
+    if "imageOutputOptions" in ic:
+        opt_mime, opt_quality = _parse_output_options(
+            ic["imageOutputOptions"], f"{where}.image_output_options"
+        )
+        mime = opt_mime or mime
+        quality = opt_quality if opt_quality is not None else quality
+    if mime is not None:
+        out["output_mime"] = mime
+    if quality is not None:
+        out["output_quality"] = quality
+    return out
+
+
+def _parse_generation_config(route: Route, value: Any) -> dict[str, Any]:
+    where = "generation_config"
+    gc = fields(value, GENERATION_FIELDS[route.backend], where)
+    out: dict[str, Any] = {}
+    count = gc.get("candidateCount")
+    if count is not None:
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise msg.bad_request(
+                f"Invalid value at '{where}.candidate_count' (TYPE_INT32), {count!r}"
+            )
+        if count > 1:
+            raise msg.bad_request(msg.MSG_MULTI_CANDIDATES)
+    out["want_text"] = _parse_modalities(route, gc.get("responseModalities"))
+    if "thinkingConfig" in gc:
+        tc = fields(gc["thinkingConfig"], THINKING_FIELDS, f"{where}.thinking_config")
+        out["include_thoughts"] = bool(tc.get("includeThoughts"))
+    if "imageConfig" in gc:
+        out.update(_parse_image_config(route, gc["imageConfig"]))
+    return out
+
+
+def _check_safety_settings(route: Route, value: Any) -> None:
+    if not isinstance(value, list):
+        raise msg.invalid_json("Invalid value at 'safety_settings': expected a list.")
+    for i, item in enumerate(value):
+        s = fields(item, SAFETY_FIELDS[route.backend], f"safety_settings[{i}]")
+        category = str(s.get("category", ""))
+        if route.backend == "aistudio" and category.startswith("HARM_CATEGORY_IMAGE_"):
+            raise msg.bad_request(
+                f"Invalid value at 'safety_settings[{i}].category' "
+                f"({_proto_type(route, 'HarmCategory')}), \"{category}\""
+            )
+
+
+def parse_generate(route: Route, body: Any) -> GenerateRequest:
+    """Validate a generateContent body for this route; raise ``ApiError`` like Google would."""
+    top = fields(body, TOP_FIELDS[route.backend], "")
+    prompt, digest, images = _parse_contents(route, top.get("contents"))
+    if "systemInstruction" in top:
+        fields(top["systemInstruction"], CONTENT_FIELDS, "system_instruction")
+    if "safetySettings" in top:
+        _check_safety_settings(route, top["safetySettings"])
+    options: dict[str, Any] = {}
+    if top.get("generationConfig") is not None:
+        options = _parse_generation_config(route, top["generationConfig"])
+    return GenerateRequest(
+        prompt=prompt, reference_digest=digest, reference_count=images, **options
+    )
+
+
+@dataclass(frozen=True)
+class UpscaleRequest:
+    image: bytes
+    factor: int
+    output_mime: str = "image/png"
+    output_quality: int | None = None
+
+
+def parse_upscale(body: Any) -> UpscaleRequest:
+    """Validate an Imagen upscale ``:predict`` body (the form python-genai sends)."""
+    top = fields(body, frozenset({"instances", "parameters", "labels"}), "")
+    instances = top.get("instances")
+    if not isinstance(instances, list) or not instances:
+        raise msg.bad_request("instances must contain exactly one image to upscale.")
+    inst = fields(instances[0], frozenset({"prompt", "image"}), "instances[0]")
+    image = fields(
+        inst.get("image"),
+        frozenset({"bytesBase64Encoded", "gcsUri", "mimeType"}),
+        "instances[0].image",
+    )
+    data = image.get("bytesBase64Encoded")
+    if not data:
+        if image.get("gcsUri"):
+            raise msg.bad_request("The emulator cannot read gcsUri; send bytesBase64Encoded.")
+        raise msg.bad_request("instances[0].image.bytesBase64Encoded is required.")
+    if isinstance(data, str) and len(data) > MAX_UPSCALE_INPUT_BYTES:
+        raise msg.bad_request(
+            f"Input image is {len(data) / 1e6:.1f} MB; the upscale input limit is 10 MB."
+        )
+    raw = decode_base64(data, "instances[0].image.bytes_base64_encoded")
+    params = top.get("parameters")
+    if not isinstance(params, dict):
+        raise msg.bad_request("parameters.mode must be \"upscale\" for this model.")
+    params = {camel(k): v for k, v in params.items()}
+    if params.get("mode") != "upscale":
+        raise msg.bad_request(
+            f"Unsupported mode {params.get('mode')!r}: this model only supports mode \"upscale\"."
+        )
+    config = params.get("upscaleConfig") or {}
+    if not isinstance(config, dict):
+        raise msg.invalid_json("Invalid value at 'parameters.upscale_config'.")
+    factor_name = {camel(k): v for k, v in config.items()}.get("upscaleFactor")
+    if factor_name not in UPSCALE_FACTORS:
+        raise msg.bad_request(
+            f"Unsupported upscale factor {factor_name!r}. Supported values are: x2, x3, x4."
+        )
+    out = params.get("outputOptions") or {}
+    if not isinstance(out, dict):
+        raise msg.invalid_json("Invalid value at 'parameters.output_options'.")
+    out = {camel(k): v for k, v in out.items()}
+    mime = _check_output_mime(out.get("mimeType"), "parameters.output_options.mime_type")
+    quality = _check_quality(
+        out.get("compressionQuality"), "parameters.output_options.compression_quality"
+    )
+    return UpscaleRequest(raw, UPSCALE_FACTORS[factor_name], mime or "image/png", quality)

@@ -1,0 +1,56 @@
+"""Everything that can be checked before a cent is spent, in one place.
+
+The CLI runs it before starting Prefect (so bad input is one line, not a flow-run traceback)
+and the flow runs the same checks through its tasks, so a UI-started run fails just as early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from bananaflow.backends import create_backend
+from bananaflow.chain import model_for
+from bananaflow.config import Settings
+from bananaflow.expand import ImageJob, PromptSpec, expand, load_batch
+from bananaflow.models import BackendName
+from bananaflow.pricing import price_per_image
+from bananaflow.routing import RouteDecision, route
+from bananaflow.storage import Store
+
+
+def collect_specs(prompts: list[str], batch_file: str | None) -> list[PromptSpec]:
+    """Prompts given inline come first, then the batch file's specs."""
+    specs = [PromptSpec(text=p) for p in prompts]
+    if batch_file:
+        specs += load_batch(Path(batch_file))
+    return specs
+
+
+def plan_jobs(
+    settings: Settings,
+    prompts: list[str],
+    batch_file: str | None,
+    override: BackendName | None = None,
+) -> tuple[list[ImageJob], list[RouteDecision]]:
+    jobs = expand(collect_specs(prompts, batch_file), settings.expand, settings.generate)
+    decisions = [route(job, settings.stage, settings.route, override) for job in jobs]
+    return jobs, decisions
+
+
+def preflight(
+    settings: Settings,
+    prompts: list[str],
+    batch_file: str | None,
+    override: BackendName | None = None,
+) -> list[ImageJob]:
+    """Raise the first problem as a readable error; return the planned jobs when all is well."""
+    jobs, decisions = plan_jobs(settings, prompts, batch_file, override)
+    for job, decision in zip(jobs, decisions, strict=True):
+        for name in decision.backends:
+            price_per_image(model_for(job, name, settings), job.image_size, settings.prices)
+    Store(settings.storage.url, settings.storage.options).check_writable()
+    if not settings.emulator.embedded:  # the embedded emulator supplies its own credentials
+        for name in sorted({b for d in decisions for b in d.backends}):
+            asyncio.run(create_backend(name, settings).aclose())
+    return jobs

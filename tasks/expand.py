@@ -1,0 +1,26 @@
+"""expand_prompts / rewrite_prompts: prompt specs → concrete, stable-id jobs."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from bananaflow.backends.base import ImageBackend
+from bananaflow.config import ExpandSettings, GenerateSettings
+from bananaflow.expand import ImageJob, expand, rewrite_jobs
+from bananaflow.preflight import collect_specs
+
+
+@task(name="expand_prompts", cache_policy=NO_CACHE)
+def expand_prompts(
+    prompts: list[str],
+    batch_file: str | None,
+    settings: ExpandSettings,
+    defaults: GenerateSettings,
+) -> list[ImageJob]:
+    return expand(collect_specs(prompts, batch_file), settings, defaults)
+
+
+@task(name="rewrite_prompts", cache_policy=NO_CACHE)
+async def rewrite_prompts(jobs: list[ImageJob], backend: ImageBackend) -> list[ImageJob]:
+    return await rewrite_jobs(jobs, backend.rewrite_prompt)

@@ -1,0 +1,42 @@
+"""Per-backend quota gates backed by Prefect global concurrency limits.
+
+Strict: a missing limit is an error (``bananaflow setup`` creates them), never a silent run
+without a quota. The rate limit has slot decay (requests per minute); the concurrency limit
+caps requests in flight; both hold across every worker talking to the same Prefect server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from prefect.concurrency.asyncio import concurrency, rate_limit
+
+from bananaflow.config import Settings
+from bananaflow.errors import ConfigError
+from bananaflow.models import BackendName
+
+
+def limit_names(settings: Settings, backend: BackendName) -> tuple[str, str]:
+    prefix = settings.limits.name_prefix
+    return f"{prefix}-{backend}-rpm", f"{prefix}-{backend}-concurrency"
+
+
+class PrefectGlobalLimiter:
+    def __init__(self, settings: Settings, backend: BackendName):
+        self.rate_name, self.concurrency_name = limit_names(settings, backend)
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        try:
+            await rate_limit(self.rate_name, strict=True)
+            async with concurrency(self.concurrency_name, strict=True):
+                yield
+        except Exception as err:
+            if type(err).__name__ == "ConcurrencySlotAcquisitionError":
+                raise ConfigError(
+                    "limits.mode",
+                    f"global limits {self.rate_name}/{self.concurrency_name} do not exist",
+                    fix="run `bananaflow setup --config <stage>` against this Prefect server",
+                ) from None
+            raise

@@ -1,0 +1,118 @@
+"""Run artifacts in the Prefect UI: progress, results table, summary, contact sheet."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from uuid import UUID
+
+from prefect import task
+from prefect.artifacts import (
+    acreate_image_artifact,
+    acreate_markdown_artifact,
+    acreate_progress_artifact,
+    acreate_table_artifact,
+    aupdate_progress_artifact,
+)
+from prefect.cache_policies import NO_CACHE
+
+from bananaflow.chain import ChainContext
+from bananaflow.imaging import contact_sheet
+from bananaflow.records import ManifestRow, RunSummary
+
+# Data URIs are stored in Prefect's database: keep the inline preview small.
+MAX_INLINE_SHEET = 1_500_000
+
+
+class ProgressArtifact:
+    """A progress bar that follows jobs as they finish."""
+
+    def __init__(self, total: int):
+        self.total = max(total, 1)
+        self.done = 0
+        self.id: UUID | None = None
+
+    async def start(self, run_id: str) -> None:
+        self.id = await acreate_progress_artifact(
+            progress=0.0, key="bananaflow-progress", description=f"run {run_id}: jobs finished"
+        )
+
+    async def advance(self) -> None:
+        self.done += 1
+        if self.id is not None:
+            await aupdate_progress_artifact(self.id, progress=100.0 * self.done / self.total)
+
+
+def _thumbnail_bytes(ctx: ChainContext, row: ManifestRow) -> bytes | None:
+    if row.status != "uploaded":
+        return None
+    path = ctx.store.relative((row.thumbnail_uris or [row.uri])[0])
+    return ctx.store.get(path) if path else None
+
+
+def summary_markdown(summary: RunSummary) -> str:
+    saved = summary.bytes_raw - summary.bytes_final
+    pct = 100.0 * saved / summary.bytes_raw if summary.bytes_raw else 0.0
+    counts = ", ".join(f"{k}: {v}" for k, v in sorted(summary.counts.items()))
+    lines = [
+        f"# bananaflow run `{summary.run_id}` ({summary.stage})",
+        "",
+        f"- jobs: {len(summary.rows)} ({counts})",
+        f"- estimated cost: ${summary.estimated_usd:.3f}",
+        f"- bytes: {summary.bytes_raw:,} raw → {summary.bytes_final:,} published "
+        f"({pct:.0f} % saved)",
+        f"- manifest: `{summary.manifest_uri}`",
+    ]
+    if summary.contact_sheet_uri:
+        lines.append(f"- contact sheet: `{summary.contact_sheet_uri}`")
+    failed = [r for r in summary.rows if r.status != "uploaded"]
+    if failed:
+        lines += ["", "| job | status | error |", "|---|---|---|"]
+        lines += [f"| {r.job_id} | {r.status} | {(r.error or '')[:160]} |" for r in failed]
+    return "\n".join(lines)
+
+
+def write_contact_sheet(ctx: ChainContext, rows: list[ManifestRow]) -> tuple[str, bytes] | None:
+    pairs = [(row, _thumbnail_bytes(ctx, row)) for row in rows]
+    pairs = [(r, b) for r, b in pairs if b]
+    if not pairs:
+        return None
+    sheet = contact_sheet(
+        [b for _, b in pairs], [f"{r.job_id[:8]} {r.aspect_ratio}" for r, _ in pairs]
+    )
+    path = f"runs/{ctx.run_id}/contact-sheet.jpg"
+    uri = ctx.store.put(path, sheet, content_type="image/jpeg", create_only=False).uri
+    return uri, sheet
+
+
+@task(name="publish_report", cache_policy=NO_CACHE)
+async def publish_report(ctx: ChainContext, rows: list[ManifestRow]) -> RunSummary:
+    manifest_uri = await asyncio.to_thread(ctx.manifest.close)
+    sheet = await asyncio.to_thread(write_contact_sheet, ctx, rows)
+    summary = RunSummary.from_rows(
+        ctx.run_id, ctx.settings.stage, manifest_uri, rows, sheet[0] if sheet else None
+    )
+    await acreate_table_artifact(
+        table=[
+            {
+                "job": r.job_id,
+                "status": r.status,
+                "backend": r.backend or "",
+                "size": f"{r.width}x{r.height}",
+                "attempts": r.attempts,
+                "usd": r.estimated_usd,
+                "bytes_raw": r.bytes_raw,
+                "bytes_final": r.bytes_final,
+                "uri": r.uri,
+                "error": r.error or "",
+            }
+            for r in rows
+        ],
+        key="bananaflow-results",
+        description=f"run {ctx.run_id}",
+    )
+    await acreate_markdown_artifact(summary_markdown(summary), key="bananaflow-summary")
+    if sheet and len(sheet[1]) <= MAX_INLINE_SHEET:
+        data_uri = "data:image/jpeg;base64," + base64.b64encode(sheet[1]).decode()
+        await acreate_image_artifact(data_uri, key="bananaflow-contact-sheet", description=sheet[0])
+    return summary
