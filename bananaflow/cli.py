@@ -25,7 +25,8 @@ from bananaflow.errors import BananaflowError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
 err_console = Console(stderr=True)
-console = Console()
+# Piped output (CI logs, files) gets a wide table instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 DEMO_BATCH = Path(__file__).resolve().parent.parent / "configs" / "demo-batch.yaml"
 
@@ -140,27 +141,27 @@ def _run_with_progress(params: Any) -> Any:
 
 
 def _print_summary(summary: Any) -> None:
-    table = Table(title=f"run {summary.run_id} ({summary.stage})", show_lines=False)
-    for col in ("job", "status", "backend", "size", "raw → final", "result"):
+    root = summary.manifest_uri.rsplit(f"runs/{summary.run_id}/", 1)[0]
+    table = Table(title=f"run {summary.run_id} ({summary.stage}) in {root}", title_justify="left")
+    for col in ("job", "status", "backend", "size", "KiB raw → final", "result"):
         table.add_column(col)
     for r in summary.rows:
-        result = r.uri if r.status == "uploaded" else (r.error or "")
+        result = r.uri.removeprefix(root) if r.status == "uploaded" else (r.error or "")
         note = " (reused)" if r.reused_from_run else ""
         table.add_row(
-            r.job_id[:12],
+            r.job_id[:8],
             r.status + note,
             r.backend or "-",
             f"{r.width}x{r.height}",
-            f"{r.bytes_raw:,} → {r.bytes_final:,}",
-            result[:120],
+            f"{r.bytes_raw // 1024:,} → {r.bytes_final // 1024:,}",
+            result[:160],
         )
     console.print(table)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items()))
-    console.print(
-        f"{counts}; estimated ${summary.estimated_usd:.3f}; manifest {summary.manifest_uri}"
-    )
+    console.print(f"{counts}; estimated ${summary.estimated_usd:.3f}", highlight=False)
+    console.print(f"manifest {summary.manifest_uri}", highlight=False, soft_wrap=True)
     if summary.contact_sheet_uri:
-        console.print(f"contact sheet {summary.contact_sheet_uri}")
+        console.print(f"contact sheet {summary.contact_sheet_uri}", highlight=False, soft_wrap=True)
 
 
 @app.command()
