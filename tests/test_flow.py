@@ -222,3 +222,30 @@ def test_manifest_rows_are_json_lines_with_every_job(emu, make_config, tmp_path)
     lines = Path(summary.manifest_uri.removeprefix("file://")).read_text().splitlines()
     ids = {json.loads(line)["job_id"] for line in lines}
     assert ids == {r.job_id for r in summary.rows} and len(ids) == 3
+
+
+def latest_artifact(key: str) -> dict[str, Any]:
+    """Read an artifact back over Prefect's REST API.
+
+    Prefect 3.8.8's ``Artifact.get`` sends ``offset: null``, which its own server rejects.
+    """
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    body = {"artifacts": {"key": {"any_": [key]}}, "sort": "UPDATED_DESC", "limit": 1, "offset": 0}
+    found = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body).json()
+    assert found, f"no artifact {key}"
+    return found[0]
+
+
+def test_artifacts_are_published_to_prefect(emu, make_config):
+    config, _ = make_config()
+    summary = run(config, ["an artifact owl", "an artifact fox"])
+
+    md = latest_artifact("bananaflow-summary")["data"]
+    assert summary.run_id in md and "uploaded: 2" in md
+    assert summary.rows[0].job_id in str(latest_artifact("bananaflow-results")["data"])
+    assert float(latest_artifact("bananaflow-progress")["data"]) == pytest.approx(100.0)
+    sheet = latest_artifact("bananaflow-contact-sheet")
+    assert str(sheet["data"]).startswith("data:image/jpeg;base64,")
+    assert sheet["type"] == "image"

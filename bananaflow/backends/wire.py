@@ -340,15 +340,22 @@ def _refuse_on_finish_reason(
     raise MalformedResponse("candidate has no image and no finishReason", backend=backend)
 
 
-def parse_generate_response(payload: Any, *, backend: str, model: str) -> GeneratedImage:
-    """Turn a decoded ``generateContent`` body into a :class:`GeneratedImage` or a typed error."""
+def _candidate_and_parts(
+    payload: Any, backend: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The first candidate and its parts, after ruling out error bodies and non-objects."""
     if not isinstance(payload, dict | list):
         raise MalformedResponse("response body is not a JSON object", backend=backend)
     _check_error_in_body(payload, backend)
     if isinstance(payload, list):
         raise MalformedResponse("response body is a JSON array", backend=backend)
     cand = _first_candidate(payload, backend)
-    parts = _parts(cand)
+    return cand, _parts(cand)
+
+
+def parse_generate_response(payload: Any, *, backend: str, model: str) -> GeneratedImage:
+    """Turn a decoded ``generateContent`` body into a :class:`GeneratedImage` or a typed error."""
+    cand, parts = _candidate_and_parts(payload, backend)
     image_part: dict[str, Any] | None = None
     for part in parts:
         if part.get("thought"):
@@ -395,13 +402,7 @@ def parse_generate_response(payload: Any, *, backend: str, model: str) -> Genera
 
 def parse_text_response(payload: Any, *, backend: str) -> str:
     """The answer text of a text-model call (thoughts excluded)."""
-    if not isinstance(payload, dict | list):
-        raise MalformedResponse("response body is not a JSON object", backend=backend)
-    _check_error_in_body(payload, backend)
-    if isinstance(payload, list):
-        raise MalformedResponse("response body is a JSON array", backend=backend)
-    cand = _first_candidate(payload, backend)
-    parts = _parts(cand)
+    cand, parts = _candidate_and_parts(payload, backend)
     reason = cand.get("finishReason")
     if reason in REFUSAL_FINISH_REASONS:
         message = cand.get("finishMessage")
