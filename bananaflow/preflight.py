@@ -38,6 +38,13 @@ def plan_jobs(
     return jobs, decisions
 
 
+def check_prices(settings: Settings, jobs: list[ImageJob], decisions: list[RouteDecision]) -> None:
+    """An unpriced model or size is a config error now, not N failed rows later."""
+    for job, decision in zip(jobs, decisions, strict=True):
+        for name in decision.backends:
+            price_per_image(model_for(job, name, settings), job.image_size, settings.prices)
+
+
 def preflight(
     settings: Settings,
     prompts: list[str],
@@ -46,9 +53,7 @@ def preflight(
 ) -> list[ImageJob]:
     """Raise the first problem as a readable error; return the planned jobs when all is well."""
     jobs, decisions = plan_jobs(settings, prompts, batch_file, override)
-    for job, decision in zip(jobs, decisions, strict=True):
-        for name in decision.backends:
-            price_per_image(model_for(job, name, settings), job.image_size, settings.prices)
+    check_prices(settings, jobs, decisions)
     Store(settings.storage.url, settings.storage.options).check_writable()
     if not settings.emulator.embedded:  # the embedded emulator supplies its own credentials
         for name in sorted({b for d in decisions for b in d.backends}):

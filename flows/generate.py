@@ -107,7 +107,7 @@ async def generate_images(params: GenerateParameters | None = None) -> RunSummar
             settings,
             run_id,
             {b for d in decisions for b in d.backends},
-            limiter_for=_global_limiters(settings, decisions),
+            limiter_for=global_limiters(settings, decisions),
         )
         try:
             if settings.expand.rewrite:
@@ -126,7 +126,7 @@ async def generate_images(params: GenerateParameters | None = None) -> RunSummar
     return summary
 
 
-def _global_limiters(settings: Settings, decisions: list[RouteDecision]) -> dict:
+def global_limiters(settings: Settings, decisions: list[RouteDecision]) -> dict:
     if settings.limits.mode != "global":
         return {}
     names = {b for d in decisions for b in d.backends}
@@ -174,7 +174,7 @@ def _jobs_in_flight(settings: Settings, decisions: list[RouteDecision]) -> int:
 
 async def render_one(ctx: ChainContext, job: ImageJob, decision: RouteDecision) -> ManifestRow:
     row = base_row(ctx, job, decision, utcnow())
-    done = await asyncio.to_thread(ctx.index.get_done, row.output_key)
+    done = await asyncio.to_thread(ctx.index.get_done, row.output_key) if ctx.reuse else None
     if done is not None:
         return reused_row(done, ctx)
     try:
