@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import quote
 
 from pydantic import BaseModel, Field
@@ -475,3 +475,16 @@ class PromotionSummary(BaseModel):
                 for i in self.images
             ]
         return "\n".join(lines)
+
+
+class DevRun(BaseModel):
+    """A resolved dev run: where it lives and its rows (small: one row per job)."""
+
+    run_id: str
+    store_url: str
+    store_options: dict[str, Any] = Field(default_factory=dict)
+    manifest_uri: str
+    rows: list[ManifestRow]
+
+    def store(self) -> Store:
+        return Store(self.store_url, self.store_options)

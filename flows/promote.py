@@ -18,9 +18,8 @@ import base64
 import uuid
 from typing import Any, Literal
 
-from prefect import flow, get_client, get_run_logger, task
+from prefect import flow, get_client, get_run_logger
 from prefect.artifacts import acreate_image_artifact, acreate_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import ObjectNotFound
 from prefect.flow_runs import FlowPauseTimeout, apause_flow_run
 from prefect.input import RunInput
@@ -31,13 +30,12 @@ from bananaflow.chain import open_context
 from bananaflow.config import Settings, load_settings
 from bananaflow.emulator.embedded import embedded_emulator
 from bananaflow.errors import BananaflowError, InputError
-from bananaflow.manifest import manifest_path
 from bananaflow.models import ImageSize
 from bananaflow.preflight import check_prices
-from bananaflow.promotion import PromotionSummary, SourceRef
+from bananaflow.promotion import DevRun, PromotionSummary
 from bananaflow.records import ManifestRow, RunSummary
-from bananaflow.storage import Store
 from flows.generate import global_limiters, new_run_id, render_all
+from tasks.promote import link_dev_rows, read_dev_run
 from tasks.report import MAX_INLINE_SHEET, publish_report
 from tasks.route import route_jobs
 
@@ -78,19 +76,6 @@ class PromoteParameters(BaseModel):
             "generate.image_size": self.image_size,
             "upscale.enabled": self.upscale,
         }
-
-
-class DevRun(BaseModel):
-    """A resolved dev run: where it lives and its rows (small: one row per job)."""
-
-    run_id: str
-    store_url: str
-    store_options: dict[str, Any] = Field(default_factory=dict)
-    manifest_uri: str
-    rows: list[ManifestRow]
-
-    def store(self) -> Store:
-        return Store(self.store_url, self.store_options)
 
 
 @flow(name="promote")
@@ -165,23 +150,6 @@ async def find_dev_run(source_run: str, dev_settings: Settings) -> DevRun:
     return read_dev_run(ref, url, options)
 
 
-@task(name="read_dev_run", cache_policy=NO_CACHE)
-def read_dev_run(ref: SourceRef, store_url: str, store_options: dict[str, Any]) -> DevRun:
-    store = Store(store_url, store_options)
-    run_id = ref.run_id
-    if ref.kind == "flow_run":
-        assert ref.flow_run_id is not None
-        run_id = promotion.find_run_for_flow_run(store, ref.flow_run_id)
-    assert run_id is not None
-    return DevRun(
-        run_id=run_id,
-        store_url=store.url,
-        store_options=store_options,
-        manifest_uri=store.uri(manifest_path(run_id)),
-        rows=promotion.load_dev_rows(store, run_id),
-    )
-
-
 async def _dev_flow_run_output(flow_run_id: uuid.UUID) -> str | None:
     """A triggered promotion must not pick up a run that has not finished; and if the dev run
     was given its own ``output``, that is where its manifest is."""
@@ -231,15 +199,3 @@ async def ask_for_approval(
         ) from None
     chosen = set(form.approved(answer.model_dump()))
     return [r for r in pool if r.job_id in chosen]
-
-
-@task(name="link_dev_rows", cache_policy=NO_CACHE)
-def link_dev_rows(dev: DevRun, plan: promotion.PromotionPlan, prod_rows: list[ManifestRow]) -> int:
-    """Write the prod side of the lineage into the dev run's manifest."""
-    try:
-        return promotion.record_dev_lineage(dev.store(), dev.run_id, plan, prod_rows)
-    except Exception as err:
-        raise BananaflowError(
-            f"prod images are done, but recording lineage in dev run {dev.run_id} failed "
-            f"({type(err).__name__}: {err}); run promote again: it will not render again"
-        ) from err
