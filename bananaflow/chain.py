@@ -39,7 +39,7 @@ from bananaflow.records import (
 )
 from bananaflow.retry import retry_async
 from bananaflow.routing import RouteDecision, should_fall_back
-from bananaflow.storage import Store, object_name
+from bananaflow.storage import Store, check_relative, object_name
 
 
 class JobFailed(BananaflowError):
@@ -83,6 +83,7 @@ def open_context(
     reuse: bool = True,
 ) -> ChainContext:
     """Create clients, store, manifest and budget for a run; fails before any spending."""
+    check_upload_names(settings)
     store = Store(settings.storage.url, settings.storage.options)
     store.check_writable()
     backends: dict[BackendName, ImageBackend] = {}
@@ -101,6 +102,30 @@ def open_context(
         work_dir=Path(tempfile.mkdtemp(prefix=f"bananaflow-{run_id}-")),
         reuse=reuse,
     )
+
+
+def check_upload_names(settings: Settings) -> None:
+    """Expand ``upload.prefix`` + ``upload.name_template`` once with dummy values.
+
+    Names are otherwise first built at upload time, i.e. after the image was paid for; a
+    prefix with ``..`` or a template reaching for attributes must fail before that.
+    """
+    prefix = settings.upload.prefix.strip("/")
+    if prefix:
+        check_relative(prefix, field="upload.prefix")
+    template = settings.upload.name_template
+    for sub in ("", "masters", "thumbs/256"):
+        joined = "/".join(p for p in (prefix, sub) if p)
+        try:
+            object_name(template, prefix=joined, sha="0" * 64, ext="webp")
+        except InputError as err:
+            if err.field != "upload.name_template" or "{" in err.problem:
+                raise
+            raise InputError(
+                "upload.name_template",
+                f"{template!r} makes names outside the store ({err.problem})",
+                fix="keep names relative, e.g. {prefix}/{sha[:2]}/{sha}.{ext}",
+            ) from None
 
 
 def local_limiter(settings: Settings, name: BackendName) -> LocalLimiter:
@@ -185,12 +210,13 @@ async def generate_master(ctx: ChainContext, job: ImageJob, decision: RouteDecis
     primary_model = model_for(job, primary, settings)
     price = price_per_image(primary_model, job.image_size, settings.prices)
     if not ctx.budget.try_reserve(price):
-        raise JobFailed(
-            "skipped_budget",
-            f"budget.max_usd {settings.budget.max_usd} reached; job not started",
-            kind="budget",
-            routes=[],
+        cap = settings.budget.max_usd
+        why = (
+            "budget.max_usd is 0: nothing may be spent (finished jobs are still reused)"
+            if cap == 0
+            else f"budget.max_usd {cap} reached"
         )
+        raise JobFailed("skipped_budget", f"{why}; job not started", kind="budget", routes=[])
     routes: list[RouteAttempt] = []
     for i, name in enumerate(decision.backends):
         model = model_for(job, name, settings)
@@ -228,7 +254,7 @@ async def generate_master(ctx: ChainContext, job: ImageJob, decision: RouteDecis
             )
         )
         ctx.budget.commit(price)
-        ref = await asyncio.to_thread(_store_master, ctx, job, image.data, model)
+        ref = await asyncio.to_thread(_store_master, ctx, job, image.data, model, name)
         ref = ref.model_copy(
             update={
                 "backend": name,
@@ -247,16 +273,16 @@ async def generate_master(ctx: ChainContext, job: ImageJob, decision: RouteDecis
     raise AssertionError("a route always has at least one backend")
 
 
-def _store_master(ctx: ChainContext, job: ImageJob, data: bytes, model: str) -> MasterRef:
+def _store_master(
+    ctx: ChainContext, job: ImageJob, data: bytes, model: str, backend: BackendName
+) -> MasterRef:
     """Keep a work-dir copy for the next steps and, if configured, the durable master."""
     info = sniff(data)
     sha = hashlib.sha256(data).hexdigest()
     (ctx.work_dir / sha).write_bytes(data)
     path = _path_for(ctx, "masters", sha, info.ext)
     uri = (ctx.work_dir / sha).as_uri()
-    if ctx.settings.upload.include_master:
-        uri = ctx.store.put(path, data, content_type=info.mime_type).uri
-    return MasterRef(
+    ref = MasterRef(
         uri=uri,
         path=path,
         sha256=sha,
@@ -264,9 +290,14 @@ def _store_master(ctx: ChainContext, job: ImageJob, data: bytes, model: str) -> 
         width=info.width,
         height=info.height,
         bytes=len(data),
-        backend="aistudio",
+        backend=backend,
         model=model,
     )
+    if ctx.settings.upload.include_master:
+        # The same job metadata as the derivative: an audit can count masters per job.
+        meta = _object_metadata(ctx, job, ref)
+        ref.uri = ctx.store.put(path, data, content_type=info.mime_type, metadata=meta).uri
+    return ref
 
 
 def _master_bytes(ctx: ChainContext, master: MasterRef) -> bytes:

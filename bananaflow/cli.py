@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -41,8 +42,25 @@ _PREFECT_QUIET_DEFAULTS = {
 
 
 def _fail(err: BaseException, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {err}", highlight=False, markup=True)
+    # soft_wrap: one physical line even when piped (rich would wrap at 80 columns); escape:
+    # messages quote user input, and rich would eat "[a:b]" in "{sha[a:b]}" as markup.
+    err_console.print(
+        f"[bold red]error:[/] {escape(str(err))}", highlight=False, markup=True, soft_wrap=True
+    )
     return typer.Exit(code)
+
+
+class _OneLineJobFailures(logging.Filter):
+    """Expected job outcomes (a refusal, a quota) fail their Prefect task; the results table
+    and the manifest carry the reason, so Prefect's traceback for them is noise. Tracebacks of
+    anything that is not a BananaflowError (a bug) are kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, BananaflowError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
 
 
 def _log_to_stderr() -> None:
@@ -51,6 +69,8 @@ def _log_to_stderr() -> None:
     log = logging.getLogger("bananaflow")
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logging.getLogger(name).addFilter(_OneLineJobFailures())
 
 
 @app.command()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -112,6 +112,16 @@ class BackendProfile(_Model):
     hang_rate: float = Field(0.0, ge=0, le=1)
     hang_s: float = Field(600.0, ge=0)
     error_rates: dict[int, float] = Field(default_factory=dict)
+    fault_rates: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=dict,
+        description=(
+            "Seeded random rate per fault class (the names of forced faults: quota, "
+            "quota_daily, quota_billing, 500, 503, 504, hang, reset, truncated_json, "
+            "malformed_json, bad_base64, lying_mime, no_image, image_safety, "
+            "no_image_refusal, token_expired, token_error); token_* rates are read from the "
+            "vertex profile."
+        ),
+    )
     requests_per_minute: int | None = None
     concurrency: int | None = None
     requests_per_day: int | None = None

@@ -13,6 +13,7 @@ the Google call entirely.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable
 from urllib.parse import quote
@@ -22,6 +23,8 @@ from pydantic import ValidationError
 from bananaflow.errors import BananaflowError, InputError
 from bananaflow.records import ManifestRow, MasterRef
 from bananaflow.storage import Store, check_relative
+
+log = logging.getLogger("bananaflow")
 
 
 def manifest_path(run_id: str) -> str:
@@ -70,27 +73,64 @@ def _parse_lines(text: str, where: str) -> list[ManifestRow]:
 
 
 class ManifestWriter:
-    """Appends one row per job event; thread-safe, durable per call, idempotent ``close``."""
+    """Appends one row per job event; thread-safe, durable per call, idempotent ``close``.
+
+    A row that cannot be written (storage down past its retries) is kept in memory and written
+    before the next one and at ``close``: one failed write must not sink a batch whose images
+    are already paid for, and ``close`` fails loudly if the rows still cannot be written.
+    """
 
     def __init__(self, store: Store, run_id: str):
         self.store = store
         self.run_id = run_id
         self.path = manifest_path(run_id)
         self._lock = threading.Lock()
+        self._pending: dict[str, str] = {}  # job id -> line not yet written (in order)
+
+    @property
+    def pending(self) -> int:
+        """Rows waiting for storage to come back."""
+        return len(self._pending)
 
     def append(self, row: ManifestRow) -> None:
         if row.run_id != self.run_id:
             raise ValueError(f"row of run {row.run_id!r} appended to manifest of {self.run_id!r}")
         line = row.model_dump_json() + "\n"
         with self._lock:
+            self._pending.pop(row.job_id, None)  # a newer row replaces an unwritten older one
+            self._pending[row.job_id] = line
+            try:
+                self._flush()
+            except Exception as err:
+                log.warning(
+                    "manifest: %d row(s) of run %s not written yet (%s: %s); kept for retry",
+                    len(self._pending),
+                    self.run_id,
+                    err.__class__.__name__,
+                    err,
+                )
+
+    def _flush(self) -> None:
+        """Write pending rows in order; stop at the first failure (the caller holds the lock)."""
+        while self._pending:
+            job_id, line = next(iter(self._pending.items()))
             if self.store.can_append:
                 self.store.append(self.path, line.encode("utf-8"))
             else:
-                self.store.write_text(_row_object(self.run_id, row.job_id), line)
+                self.store.write_text(_row_object(self.run_id, job_id), line)
+            del self._pending[job_id]
 
     def close(self) -> str:
         """Rewrite ``manifest.jsonl`` as one line per job (its latest row); returns its URI."""
         with self._lock:
+            try:
+                self._flush()
+            except Exception as err:
+                raise BananaflowError(
+                    f"manifest of run {self.run_id}: {len(self._pending)} row(s) could not be "
+                    f"written to {self.store.url} ({err.__class__.__name__}: {err}); "
+                    "re-run the same batch once storage is back: finished images are reused"
+                ) from None
             rows = read_manifest(self.store, self.run_id)
             text = "".join(r.model_dump_json() + "\n" for r in rows)
             return self.store.write_text(self.path, text, content_type="application/x-ndjson")
@@ -154,19 +194,39 @@ class CompletionIndex:
         self.store.write_text(self._master_path(output_key), ref.model_dump_json())
 
     def get_done(self, output_key: str) -> ManifestRow | None:
-        data = self._read(self._done_path(output_key))
+        """The finished job, or None when unknown *or unreadable*.
+
+        Unlike a master, a missing done-entry never costs money: the job goes on to the master
+        lookup, which is strict (and raises inside the job, so only that job fails). So a broken
+        or unreachable entry here is logged and treated as absent rather than failing the run.
+        """
+        path = self._done_path(output_key)
+        try:
+            data = self._read(path)
+        except Exception as err:
+            log.warning("index: cannot read %s (%s: %s)", path, err.__class__.__name__, err)
+            return None
         if data is None:
             return None
         try:
             return ManifestRow.model_validate_json(data)
         except ValidationError as e:
-            raise _corrupt(self.store, self._done_path(output_key), e) from None
+            log.warning("%s", _corrupt(self.store, path, e))
+            return None
 
     def put_done(self, row: ManifestRow) -> None:
-        """Mark a job finished. Only ``uploaded`` counts: failures and refusals stay re-runnable."""
+        """Mark a job finished. Only ``uploaded`` counts: failures and refusals stay re-runnable.
+
+        Best effort: the image and the row are already stored, and without this entry a re-run
+        finds the indexed master and republishes the same bytes at no cost.
+        """
         if row.status != "uploaded":
             raise ValueError(f"only uploaded jobs are done; {row.job_id} is {row.status}")
-        self.store.write_text(self._done_path(row.output_key), row.model_dump_json())
+        path = self._done_path(row.output_key)
+        try:
+            self.store.write_text(path, row.model_dump_json())
+        except Exception as err:
+            log.warning("index: cannot write %s (%s: %s)", path, err.__class__.__name__, err)
 
 
 def _corrupt(store: Store, path: str, err: ValidationError) -> BananaflowError:

@@ -10,7 +10,7 @@ import asyncio
 from pathlib import Path
 
 from bananaflow.backends import create_backend
-from bananaflow.chain import model_for
+from bananaflow.chain import check_upload_names, model_for
 from bananaflow.config import Settings
 from bananaflow.expand import ImageJob, PromptSpec, expand, load_batch
 from bananaflow.models import BackendName
@@ -53,6 +53,7 @@ def preflight(
 ) -> list[ImageJob]:
     """Raise the first problem as a readable error; return the planned jobs when all is well."""
     jobs, decisions = plan_jobs(settings, prompts, batch_file, override)
+    check_upload_names(settings)  # names are otherwise first built after the image is paid for
     check_prices(settings, jobs, decisions)
     Store(settings.storage.url, settings.storage.options).check_writable()
     if not settings.emulator.embedded:  # the embedded emulator supplies its own credentials

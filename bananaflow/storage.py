@@ -17,17 +17,21 @@ that atomic:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import errno
 import hashlib
+import logging
 import os
 import re
 import tempfile
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import fsspec
 from pydantic import BaseModel
@@ -52,6 +56,69 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 _URL_FIX = "use file:///abs/dir, a local path like ./output, memory://name or gs://bucket/prefix"
 # Serialises the exists-check of stores whose exclusive create is only best effort (memory://).
 _CREATE_LOCK = threading.Lock()
+
+
+# A remote store (gs://) that stops answering is retried by gcsfs itself for ~33 s per call;
+# on top of that each call gets a few more tries within this budget, so an outage of a minute
+# or two (a restarted emulator, a GCS blip) delays a run instead of failing paid-for work.
+REMOTE_RETRY_DEADLINE_S = 90.0
+REMOTE_RETRY_FIRST_WAIT_S = 0.5
+REMOTE_RETRY_MAX_WAIT_S = 8.0
+# Answers, not outages: retrying them cannot change the outcome.
+_FINAL_ERRORS: tuple[type[BaseException], ...] = (
+    FileNotFoundError,
+    FileExistsError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+)
+
+log = logging.getLogger("bananaflow")
+T = TypeVar("T")
+
+
+def is_transient_storage_error(err: BaseException) -> bool:
+    """Connection refused/reset, timeouts and 5xx-like failures; never a definite answer."""
+    if isinstance(err, _FINAL_ERRORS):
+        return False
+    if isinstance(err, OSError | TimeoutError | asyncio.TimeoutError | ConnectionError):
+        return True
+    # gcsfs raises its own HttpError for HTTP failures it gave up on; 5xx/408/429 are outages.
+    code = getattr(err, "code", None)
+    return (
+        type(err).__name__ == "HttpError"
+        and isinstance(code, int)
+        and (code >= 500 or code in (408, 429))
+    )
+
+
+def retry_transient(
+    fn: Callable[[], T],
+    what: str,
+    *,
+    deadline_s: float = REMOTE_RETRY_DEADLINE_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Call ``fn`` until it succeeds, fails for good, or ``deadline_s`` would be overrun."""
+    started = time.monotonic()
+    wait = REMOTE_RETRY_FIRST_WAIT_S
+    while True:
+        try:
+            return fn()
+        except Exception as err:
+            if not is_transient_storage_error(err):
+                raise
+            if time.monotonic() - started + wait > deadline_s:
+                raise
+            log.warning(
+                "storage: %s failed (%s: %s); retrying in %.1f s",
+                what,
+                err.__class__.__name__,
+                _short(err, 120),
+                wait,
+            )
+            sleep(wait)
+            wait = min(wait * 2, REMOTE_RETRY_MAX_WAIT_S)
 
 
 class StorageConflict(BananaflowError):
@@ -224,6 +291,7 @@ class Store:
         self.url = self._root_url()
         self._local_root = Path(self._root) if self.protocol == "file" else None
         self._fs: Any = None
+        self._once = threading.local()  # set while check_writable probes: fail fast there
         if self._local_root is None:
             try:
                 self._fs = fsspec.filesystem(self.protocol, **self._options)
@@ -266,6 +334,12 @@ class Store:
             return None
         return check_relative(uri[len(base) :])
 
+    def _remote(self, fn: Callable[[], T], what: str) -> T:
+        """Run one remote-store call under the transient-error retry (local calls run as is)."""
+        if self._local_root is not None or getattr(self._once, "on", False):
+            return fn()
+        return retry_transient(fn, f"{what} on {self.url}")
+
     @property
     def can_append(self) -> bool:
         """True when ``append`` is a real durable append (local files); object stores can't."""
@@ -289,9 +363,12 @@ class Store:
         if self._local_root is not None:
             created = self._put_local(Path(full), data, create_only)
         elif self.protocol == "gs":
-            created = self._put_gcs(full, data, content_type, meta, cache_control, create_only)
+            created = self._remote(
+                lambda: self._put_gcs(full, data, content_type, meta, cache_control, create_only),
+                f"put {path}",
+            )
         else:
-            created = self._put_fsspec(full, data, create_only)
+            created = self._remote(lambda: self._put_fsspec(full, data, create_only), f"put {path}")
         if not created:
             self._check_same(path, data)
         return PutResult(uri=self.uri(path), path=path, created=created, size=len(data))
@@ -377,14 +454,17 @@ class Store:
             self._put_local(Path(full), data, create_only=False)
         elif self.protocol == "gs":
             # Mutable objects: without no-cache a public bucket serves them stale for an hour.
-            self._fs.pipe_file(
-                full,
-                data,
-                content_type=content_type,
-                fixed_key_metadata={"cache_control": "no-cache"},
+            self._remote(
+                lambda: self._fs.pipe_file(
+                    full,
+                    data,
+                    content_type=content_type,
+                    fixed_key_metadata={"cache_control": "no-cache"},
+                ),
+                f"write {path}",
             )
         else:
-            self._fs.pipe_file(full, data)
+            self._remote(lambda: self._fs.pipe_file(full, data), f"write {path}")
         return self.uri(path)
 
     def append(self, path: str, data: bytes) -> None:
@@ -412,7 +492,7 @@ class Store:
             if self._local_root is not None:
                 os.unlink(full)
             else:
-                self._fs.rm_file(full)
+                self._remote(lambda: self._fs.rm_file(full), f"delete {path}")
 
     # ----------------------------------------------------------------- reads
 
@@ -420,14 +500,14 @@ class Store:
         full = self._full(path)
         if self._local_root is not None:
             return Path(full).read_bytes()
-        return self._fs.cat_file(full)
+        return self._remote(lambda: self._fs.cat_file(full), f"read {path}")
 
     def get_many(self, paths: list[str]) -> dict[str, bytes]:
         """Several objects at once; gcsfs fetches them concurrently (manifest rows, index)."""
         if self._local_root is not None or not paths:
             return {p: self.get(p) for p in paths}
         fulls = {self._full(p): p for p in paths}
-        got = self._fs.cat(list(fulls), on_error="raise")
+        got = self._remote(lambda: self._fs.cat(list(fulls), on_error="raise"), "read many")
         return {fulls[self._fs._strip_protocol(k)]: v for k, v in got.items()}
 
     def read_text(self, path: str) -> str:
@@ -437,8 +517,12 @@ class Store:
         full = self._full(path)
         if self._local_root is not None:
             return os.path.isfile(full)
-        self._invalidate(full)
-        return bool(self._fs.isfile(full))
+
+        def probe() -> bool:
+            self._invalidate(full)
+            return bool(self._fs.isfile(full))
+
+        return self._remote(probe, f"exists {path}")
 
     def info(self, path: str) -> dict[str, Any]:
         """At least ``size``; on gs:// also ``contentType``, ``metadata``, ``cacheControl``."""
@@ -451,8 +535,12 @@ class Store:
                 "type": "file",
                 "mtime": st.st_mtime,
             }
-        self._invalidate(full)
-        return dict(self._fs.info(full))
+
+        def read_info() -> dict[str, Any]:
+            self._invalidate(full)
+            return dict(self._fs.info(full))
+
+        return self._remote(read_info, f"info {path}")
 
     def list(self, prefix: str = "") -> list[str]:
         """Relative paths of all objects under ``prefix`` (a directory-like prefix), sorted."""
@@ -462,9 +550,13 @@ class Store:
         base = f"{self._root.rstrip('/')}/{prefix}" if prefix else self._root
         if self._local_root is not None:
             return self._list_local(Path(base))
-        self._invalidate(base)
+
+        def find() -> list[str]:
+            self._invalidate(base)
+            return self._fs.find(base)
+
         try:
-            found = self._fs.find(base)
+            found = self._remote(find, f"list {prefix or '/'}")
         except FileNotFoundError:
             return []
         root = self._root.rstrip("/") + "/"
@@ -498,6 +590,7 @@ class Store:
         """Write, read back and delete a probe object, so a bad URL fails before money is spent."""
         probe = f".bananaflow-probe-{uuid.uuid4().hex}"
         token = uuid.uuid4().hex
+        self._once.on = True  # a bad URL must fail now, not after minutes of retries
         try:
             self.write_text(probe, token, content_type="text/plain")
             if self.read_text(probe) != token:
@@ -509,6 +602,8 @@ class Store:
                 f"cannot write to {self.url}: {e.__class__.__name__}: {_short(e)}",
                 fix="point storage.url at a writable directory or bucket, check credentials",
             ) from None
+        finally:
+            self._once.on = False
 
 
 # --------------------------------------------------------------------------- helpers

@@ -10,9 +10,27 @@ from prefect.cache_policies import NO_CACHE
 from bananaflow.chain import ChainContext, upload_derivative
 from bananaflow.expand import ImageJob
 from bananaflow.records import CompressedRef, MasterRef
+from bananaflow.storage import StorageConflict
 
 
-@task(name="upload_image", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
+def _worth_retrying(task: object, task_run: object, state: object) -> bool:
+    """A conflict (different bytes under the name) is an answer, not an outage."""
+    try:
+        state.result()  # type: ignore[attr-defined]
+    except StorageConflict:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+@task(
+    name="upload_image",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[1, 5],
+    retry_condition_fn=_worth_retrying,
+)
 async def upload_image(
     ctx: ChainContext, job: ImageJob, master: MasterRef, compressed: CompressedRef
 ) -> tuple[str, list[str]]:

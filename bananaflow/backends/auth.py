@@ -24,7 +24,7 @@ import google.auth.transport.requests
 from google.oauth2 import service_account
 
 from bananaflow.config import VertexSettings
-from bananaflow.errors import AuthError, ConfigError
+from bananaflow.errors import AuthError, ConfigError, Unavailable
 
 SCOPES: tuple[str, ...] = ("https://www.googleapis.com/auth/cloud-platform",)
 
@@ -167,12 +167,19 @@ class TokenSource:
             try:
                 self.credentials.refresh(self._request)
             except google.auth.exceptions.RefreshError as e:
+                if getattr(e, "retryable", False):
+                    # google-auth already retried a 5xx/429 from the token endpoint; it is
+                    # still Google's outage, not bad credentials, so the job's policy retries.
+                    raise Unavailable(
+                        f"token endpoint failed: {_refresh_error_text(e)}", backend=self.backend
+                    ) from None
                 raise AuthError(
                     f"could not get an access token: {_refresh_error_text(e)}",
                     backend=self.backend,
                 ) from None
             except google.auth.exceptions.TransportError as e:
-                raise AuthError(
+                # Connection refused/reset on the way to the token endpoint: transient.
+                raise Unavailable(
                     f"token endpoint unreachable: {_refresh_error_text(e)}", backend=self.backend
                 ) from None
             except google.auth.exceptions.GoogleAuthError as e:

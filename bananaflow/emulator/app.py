@@ -24,6 +24,7 @@ def create_app(settings: EmulatorSettings) -> Starlette:
         Route(f"{p}/faults", control_api.add_fault, methods=["POST"]),
         Route(f"{p}/faults", control_api.list_faults, methods=["GET"]),
         Route(f"{p}/health", control_api.health, methods=["GET"]),
+        Route(f"{p}/token-prefix", control_api.token_prefix, methods=["POST"]),
         Route("/token", control_api.token, methods=["POST"]),
         # Google's "models/{m}:generateContent" colon form defeats Starlette's path params, so
         # one catch-all hands every other POST to the pipeline's own parser.

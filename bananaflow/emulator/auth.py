@@ -38,12 +38,16 @@ class _Issued:
 class TokenStore:
     """Issued bearer tokens. Lifetimes are wall-clock: google-auth's idea of expiry is too."""
 
+    DEFAULT_PREFIX = "ya29.emulator-"
+
     def __init__(self) -> None:
         self._tokens: dict[str, _Issued] = {}
         self.issued = 0
+        # Secret scans set a canary marker here, so a leaked token is findable by grep.
+        self.prefix = self.DEFAULT_PREFIX
 
     def issue(self) -> str:
-        token = "ya29.emulator-" + secrets.token_urlsafe(32)
+        token = self.prefix + secrets.token_urlsafe(32)
         self._tokens[token] = _Issued(time.monotonic() + TOKEN_LIFETIME_S)
         self.issued += 1
         return token
@@ -56,6 +60,13 @@ class TokenStore:
         if issued.revoked or time.monotonic() >= issued.expires_at:
             return "ACCESS_TOKEN_EXPIRED"
         return None
+
+    def age(self, token: str) -> float:
+        """Seconds since ``token`` was issued (0 for a token this store never issued)."""
+        issued = self._tokens.get(token)
+        if issued is None:
+            return 0.0
+        return time.monotonic() - (issued.expires_at - TOKEN_LIFETIME_S)
 
     def revoke(self, token: str) -> None:
         if token in self._tokens:

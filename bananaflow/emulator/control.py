@@ -54,6 +54,13 @@ class EmulatorControl:
             raise ValueError(r.json().get("error", r.text))
         r.raise_for_status()
 
+    def set_token_prefix(self, prefix: str) -> None:
+        """Tokens issued from now on start with ``prefix`` (e.g. a canary for secret scans)."""
+        r = self._client.post("/token-prefix", json={"prefix": prefix})
+        if r.status_code == 400:
+            raise ValueError(r.json().get("error", r.text))
+        r.raise_for_status()
+
     def _get(self, path: str) -> Any:
         r = self._client.get(path)
         r.raise_for_status()

@@ -6,6 +6,7 @@ it by accident. These endpoints carry no credentials and return none (tokens are
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -14,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 
 from bananaflow.emulator.auth import TOKEN_LIFETIME_S, TokenGrantError, check_jwt_grant
 from bananaflow.emulator.faults import ForcedFault
-from bananaflow.emulator.pipeline import received_url
+from bananaflow.emulator.pipeline import received_url, roll
 from bananaflow.emulator.state import EmulatorState
 
 PREFIX = "/_emulator"
@@ -41,6 +42,25 @@ async def reset(request: Request) -> Response:
 
 async def health(request: Request) -> Response:
     return JSONResponse({"ok": True})
+
+
+_TOKEN_PREFIX = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+async def token_prefix(request: Request) -> Response:
+    """Set the prefix of tokens issued from now on (a canary marker for secret scans).
+
+    Answers with the prefix only: issued tokens are never returned by the control plane.
+    """
+    try:
+        spec: Any = await request.json()
+    except ValueError:
+        return _bad("body must be JSON")
+    prefix = spec.get("prefix") if isinstance(spec, dict) else None
+    if not isinstance(prefix, str) or not _TOKEN_PREFIX.match(prefix):
+        return _bad('body must be {"prefix": "<1-64 chars of A-Z a-z 0-9 . _ ->"}')
+    _state(request).tokens.prefix = prefix
+    return JSONResponse({"prefix": prefix})
 
 
 async def list_faults(request: Request) -> Response:
@@ -102,8 +122,11 @@ async def token(request: Request) -> Response:
             return _oauth_error(400, e.code, e.description)
         call.entry["client_email"] = claims.get("iss")
         forced = state.faults.take("token", "auth", "token")
-        if forced is not None:
-            state.note_fault(call, forced.fault)
+        name = forced.fault if forced is not None else None
+        if name is None and roll(state, "token_error"):
+            name = "random:token_error"
+        if name is not None:
+            state.note_fault(call, name)
             state.decide(call, 500, "500")
             return _oauth_error(500, "internal_failure", "Emulated token endpoint failure.")
         state.decide(call, 200, "ok")

@@ -44,6 +44,10 @@ VERTEX_JPEG_DEFAULT_QUALITY = 75  # what Vertex uses when JPEG is asked without 
 ERROR_FAULTS = frozenset(
     {"quota", "quota_daily", "quota_billing", "500", "502", "503", "504", "hang"}
 )
+# A token dies of age or revocation, never in the instant after it was issued: random expiry
+# spares tokens younger than this (scaled), so a client's refresh-and-replay cannot meet a
+# second, impossible 401 just because twenty other requests shared the fresh token.
+RANDOM_EXPIRY_MIN_AGE_S = 60.0
 FORCED_REFUSALS = {
     "image_safety": "IMAGE_SAFETY",
     "no_image_refusal": "NO_IMAGE",
@@ -204,10 +208,29 @@ def _authenticate(ctx: Ctx) -> None:
     if reason is not None:
         raise msg.unauthenticated(reason or None, _method(route))
     forced = ctx.state.faults.take("auth", route.backend, route.operation)
-    if forced is not None:
+    name = forced.fault if forced is not None else None
+    if (
+        name is None
+        and ctx.kind == "image"
+        and ctx.state.tokens.age(token) >= RANDOM_EXPIRY_MIN_AGE_S * ctx.scale
+        and roll(ctx.state, "token_expired")
+    ):
+        name = "random:token_expired"
+    if name is not None:
         ctx.state.tokens.revoke(token)
-        ctx.state.note_fault(ctx.call, forced.fault)
+        ctx.state.note_fault(ctx.call, name)
         raise msg.unauthenticated("ACCESS_TOKEN_EXPIRED", _method(route))
+
+
+def roll(state: EmulatorState, fault: str, backend: str = "vertex") -> bool:
+    """One seeded draw against ``profiles[backend].fault_rates[fault]`` (no draw at rate 0).
+
+    Token faults belong to Vertex (the only bearer-token platform), so their rates are read
+    from the Vertex profile; skipping the draw at rate 0 keeps older seeded runs identical.
+    """
+    profile = state.settings.profiles.get(backend)  # type: ignore[call-overload]
+    rate = profile.fault_rates.get(fault, 0.0) if profile is not None else 0.0
+    return rate > 0 and state.rng.random() < rate
 
 
 def _method(route: Route) -> str:
@@ -264,14 +287,29 @@ def _admit(ctx: Ctx) -> None:
     )
 
 
+# Random fault classes an image request can draw, in draw order (the token faults are drawn
+# where they happen: in authentication and at /token).
+RANDOM_IMAGE_FAULTS: tuple[str, ...] = tuple(
+    sorted((flt.GENERIC | flt.IMAGE_BODY | flt.GENERATION) - {"prompt_blocked"})
+)
+
+
 def _roll_random_fault(ctx: Ctx) -> str | None:
-    """The profile's background failure rates (seeded, so a run is reproducible)."""
+    """The profile's background failure rates (seeded, so a run is reproducible).
+
+    ``hang_rate`` and ``error_rates`` are the measured platform behaviour; ``fault_rates`` adds
+    every other fault class for fault-matrix runs. The first class that hits wins.
+    """
     rng, p = ctx.state.rng, ctx.profile
     if p.hang_rate > 0 and rng.random() < p.hang_rate:
         return "hang"
     for code, rate in sorted(p.error_rates.items()):
         if rate > 0 and rng.random() < rate:
             return str(code)
+    for name in RANDOM_IMAGE_FAULTS:
+        rate = p.fault_rates.get(name, 0.0)
+        if rate > 0 and rng.random() < rate:
+            return name
     return None
 
 
@@ -431,8 +469,13 @@ async def _generate_image(ctx: Ctx, req: GenerateRequest) -> Response:
         random_fault = _roll_random_fault(ctx)
         if random_fault is not None:
             ctx.state.note_fault(ctx.call, f"random:{random_fault}")
-            await _error_fault(ctx, random_fault, {})
+            if random_fault in ERROR_FAULTS or random_fault.isdigit():
+                await _error_fault(ctx, random_fault, {})
+            # Body faults and refusals take the same path as their forced twins.
+            forced = flt.ForcedFault(random_fault, 1)
         refusal = _refusal_for(ctx, req)
+        if forced is not None and forced.fault in FORCED_REFUSALS:
+            refusal = FORCED_REFUSALS[forced.fault]
     else:
         refusal = FORCED_REFUSALS.get(forced.fault)
     seed = f"{req.prompt}\x00{req.aspect_ratio}\x00{req.image_size}\x00{ctx.route.backend}"

@@ -14,7 +14,7 @@ from typing import Any
 
 from bananaflow.config import EmulatorSettings
 from bananaflow.emulator.auth import TokenStore
-from bananaflow.emulator.faults import FaultQueue
+from bananaflow.emulator.faults import ALL_FAULTS, FaultQueue
 from bananaflow.emulator.imagegen import RenderCache
 from bananaflow.emulator.quota import BackendQuota
 
@@ -35,8 +35,21 @@ class Call:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def check_fault_rates(settings: EmulatorSettings) -> None:
+    """A misspelt fault name would silently inject nothing; refuse it when the app is built."""
+    for name, profile in settings.profiles.items():
+        unknown = sorted(set(profile.fault_rates) - ALL_FAULTS)
+        if unknown:
+            known = ", ".join(sorted(ALL_FAULTS))
+            raise ValueError(
+                f"emulator.profiles.{name}.fault_rates: unknown fault(s) {', '.join(unknown)}; "
+                f"known: {known}"
+            )
+
+
 class EmulatorState:
     def __init__(self, settings: EmulatorSettings):
+        check_fault_rates(settings)
         self.settings = settings
         self.rng = random.Random(settings.seed)
         self.tokens = TokenStore()
