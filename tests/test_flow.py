@@ -224,28 +224,31 @@ def test_manifest_rows_are_json_lines_with_every_job(emu, make_config, tmp_path)
     assert ids == {r.job_id for r in summary.rows} and len(ids) == 3
 
 
-def latest_artifact(key: str) -> dict[str, Any]:
-    """Read an artifact back over Prefect's REST API.
+def run_artifact(key: str, run_id: str) -> dict[str, Any]:
+    """This run's artifact under ``key``, read over Prefect's REST API.
 
-    Prefect 3.8.8's ``Artifact.get`` sends ``offset: null``, which its own server rejects.
+    Matched by run id (in its description or data), not "latest", so runs of other tests
+    against the same server cannot stand in. Prefect 3.8.8's ``Artifact.get`` sends
+    ``offset: null``, which its own server rejects, hence the plain HTTP call.
     """
     import httpx
     from prefect.settings import PREFECT_API_URL
 
-    body = {"artifacts": {"key": {"any_": [key]}}, "sort": "UPDATED_DESC", "limit": 1, "offset": 0}
+    body = {"artifacts": {"key": {"any_": [key]}}, "sort": "UPDATED_DESC", "limit": 50, "offset": 0}
     found = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body).json()
-    assert found, f"no artifact {key}"
-    return found[0]
+    mine = [a for a in found if run_id in f"{a.get('description')}{a.get('data')}"]
+    assert mine, f"no artifact {key} for run {run_id}"
+    return mine[0]
 
 
 def test_artifacts_are_published_to_prefect(emu, make_config):
     config, _ = make_config()
     summary = run(config, ["an artifact owl", "an artifact fox"])
 
-    md = latest_artifact("bananaflow-summary")["data"]
-    assert summary.run_id in md and "uploaded: 2" in md
-    assert summary.rows[0].job_id in str(latest_artifact("bananaflow-results")["data"])
-    assert float(latest_artifact("bananaflow-progress")["data"]) == pytest.approx(100.0)
-    sheet = latest_artifact("bananaflow-contact-sheet")
+    run_id = summary.run_id
+    assert "uploaded: 2" in run_artifact("bananaflow-summary", run_id)["data"]
+    assert summary.rows[0].job_id in str(run_artifact("bananaflow-results", run_id)["data"])
+    assert float(run_artifact("bananaflow-progress", run_id)["data"]) == pytest.approx(100.0)
+    sheet = run_artifact("bananaflow-contact-sheet", run_id)
     assert str(sheet["data"]).startswith("data:image/jpeg;base64,")
     assert sheet["type"] == "image"
