@@ -62,8 +62,10 @@ class _WaitServerHintOrBackoff(wait_base):
     """Server's hint when present, else tenacity's exponential backoff with jitter."""
 
     def __init__(self, policy: RetrySettings) -> None:
+        # ``initial`` (not 9.2's ``multiplier``): google-genai pins tenacity < 9.2 and both
+        # run here; 9.2 only deprecates the name.
         self._backoff = wait_exponential_jitter(
-            multiplier=policy.initial_delay_s,
+            initial=policy.initial_delay_s,
             max=policy.max_delay_s,
             exp_base=policy.multiplier,
             jitter=policy.initial_delay_s if policy.jitter else 0,

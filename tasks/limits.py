@@ -29,8 +29,10 @@ class PrefectGlobalLimiter:
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         try:
-            await rate_limit(self.rate_name, strict=True)
+            # Concurrency first, then the rate token: a token taken while waiting for a slot
+            # would let queued requests reach Google in a bunch when the slot frees.
             async with concurrency(self.concurrency_name, strict=True):
+                await rate_limit(self.rate_name, strict=True)
                 yield
         except Exception as err:
             if type(err).__name__ == "ConcurrencySlotAcquisitionError":

@@ -227,9 +227,8 @@ def test_manifest_rows_are_json_lines_with_every_job(emu, make_config, tmp_path)
 def run_artifact(key: str, run_id: str) -> dict[str, Any]:
     """This run's artifact under ``key``, read over Prefect's REST API.
 
-    Matched by run id (in its description or data), not "latest", so runs of other tests
-    against the same server cannot stand in. Prefect 3.8.8's ``Artifact.get`` sends
-    ``offset: null``, which its own server rejects, hence the plain HTTP call.
+    Matched by run id (in its description or data), not "latest" as ``Artifact.get`` would,
+    so runs of other tests against the same server cannot stand in.
     """
     import httpx
     from prefect.settings import PREFECT_API_URL
