@@ -1,0 +1,94 @@
+"""The benchmark entry point runs end to end at its tiny size and produces every figure.
+
+Values are not checked (timings belong to the benchmark, not to tests); what is checked would be
+false if a peer, an emulator, the Prefect server or a figure's computation were broken: every
+figure is present and finite, every peer delivered every image, the re-run paid for nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks.report import TARGETS, lookup
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    out = tmp_path_factory.mktemp("bench")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--out",
+            str(out),
+            "--docs",
+            str(out / "benchmarks.md"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads((out / "quick.json").read_text()), out
+
+
+def test_every_target_figure_is_present_and_finite(quick: tuple[dict[str, Any], Path]) -> None:
+    results, _ = quick
+    for target in TARGETS:
+        value = lookup(results["figures"], target.path)
+        assert _finite(value), f"{'.'.join(target.path)} = {value!r}"
+    assert {t["key"] for t in results["targets"]} == {t.key for t in TARGETS}
+
+
+def test_every_peer_delivered_every_image(quick: tuple[dict[str, Any], Path]) -> None:
+    figures = quick[0]["figures"]
+    for profile in ("aistudio", "vertex"):
+        block = figures["throughput_vs_quota"][profile]
+        for peer in ("bananaflow", "sdk_script"):
+            for run in block[peer]["raw"]:
+                assert run["failed"] == 0 and run["ok"] == block["images"], (profile, peer)
+                assert _finite(run["ratio_formula"]) and _finite(run["ratio_ideal"])
+        recipe = figures["bananaflow_vs_recipe"][profile]["recipe"]
+        assert recipe["failed"] == 0 and recipe["ok"] == recipe["images"]
+
+
+def test_rerun_paid_nothing_and_breakdowns_are_complete(
+    quick: tuple[dict[str, Any], Path],
+) -> None:
+    figures = quick[0]["figures"]
+    rerun = figures["rerun"]
+    assert rerun["generation_requests"] == 0 < rerun["first_generation_requests"]
+    cpu = figures["orchestration_cpu"]
+    assert all(_finite(v) for v in cpu["breakdown_ms"].values())
+    scaling = figures["scaling"]["points"]
+    assert [p["images"] for p in scaling] == list(figures["scaling"]["planned"])
+    assert all(p["counts"] == {"uploaded": p["images"]} for p in scaling)
+
+
+def test_results_page_and_machine_are_written(quick: tuple[dict[str, Any], Path]) -> None:
+    results, out = quick
+    machine = results["meta"]["machine"]
+    assert machine["nproc"] and machine["python"] and machine["packages"]["prefect"]
+    page = (out / "benchmarks.md").read_text()
+    assert page == (out / "quick.md").read_text()
+    for target in results["targets"]:
+        assert target["figure"] in page
