@@ -8,11 +8,11 @@ limiter backed by global concurrency limits so that all workers share one quota.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
-
-from aiolimiter import AsyncLimiter
 
 from bananaflow.backends.base import ImageBackend
 from bananaflow.models import GeneratedImage, ImageRequest, UpscaledImage
@@ -24,22 +24,49 @@ class Limiter(Protocol):
         ...
 
 
+class SlidingWindow:
+    """At most ``limit`` request starts in any ``window_s``: how Google counts a per-minute quota.
+
+    A leaky bucket (aiolimiter) admits a burst of ``limit`` and then refills continuously, so
+    within one window it lets through up to twice the quota and the excess comes back as 429s.
+    Starts are recorded when a request really starts (after its concurrency slot), and a small
+    margin covers the time a request takes to reach the server.
+    """
+
+    def __init__(self, limit: int, window_s: float, margin: float = 0.02):
+        self.limit = limit
+        self.window_s = window_s * (1 + margin)
+        self._starts: deque[float] = deque()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:  # FIFO: waiters start in arrival order
+            while True:
+                now = time.monotonic()
+                while self._starts and self._starts[0] + self.window_s <= now:
+                    self._starts.popleft()
+                if len(self._starts) < self.limit:
+                    self._starts.append(now)
+                    return
+                await asyncio.sleep(self._starts[0] + self.window_s - now)
+
+
 class LocalLimiter:
-    """One process's quota: a semaphore for concurrency and a leaky bucket for RPM.
+    """One process's quota: a semaphore for concurrency and a sliding window for RPM.
 
     ``window_s`` is 60 for real Google; with the emulator's time scale it shrinks with it, so a
     scaled run meets the same ceiling the emulator enforces.
     """
 
     def __init__(self, requests_per_minute: int, concurrency: int, window_s: float = 60.0):
-        self._rate = AsyncLimiter(requests_per_minute, window_s) if window_s > 0 else None
+        self._rate = SlidingWindow(requests_per_minute, window_s) if window_s > 0 else None
         self._slots = asyncio.Semaphore(concurrency)
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        if self._rate is not None:
-            await self._rate.acquire()
         async with self._slots:
+            if self._rate is not None:
+                await self._rate.acquire()
             yield
 
 
