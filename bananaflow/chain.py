@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +42,9 @@ from bananaflow.records import (
 from bananaflow.retry import retry_async
 from bananaflow.routing import RouteDecision, should_fall_back
 from bananaflow.storage import Store, check_relative, object_name
+
+# Encoding is CPU-bound (Pillow releases the GIL): more at once than cores only adds memory.
+_ENCODE_SLOTS = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
 
 
 class JobFailed(BananaflowError):
@@ -353,9 +358,11 @@ async def upscale_master(ctx: ChainContext, master: MasterRef) -> MasterRef:
 
 def compress_master(ctx: ChainContext, master: MasterRef) -> CompressedRef:
     """Encode the web derivative and thumbnails into the work dir (CPU-bound: run in a thread)."""
-    data = _master_bytes(ctx, master)
     cfg = ctx.settings.compress
-    main, thumbs = derivatives(data, cfg)
+    with _ENCODE_SLOTS:  # one decoded master per core: a 4K one is ~50 MB of pixels
+        data = _master_bytes(ctx, master)
+        main, thumbs = derivatives(data, cfg)
+        del data
 
     def keep(enc, tag: str) -> CompressedRef:
         sha = hashlib.sha256(enc.data).hexdigest()

@@ -66,6 +66,8 @@ PROPOSALS: list[dict[str, str]] = [
         "glibc's mmap threshold fixed at 1 MB (`MALLOC_MMAP_THRESHOLD_=1048576` in the "
         "worker's environment, or `mallopt` at start-up)",
         "measured": "{p9}",
+        "status": "applied (`bananaflow/memory.py` sets the threshold with `mallopt` when a "
+        "flow starts)",
         "why": "parses hold the GIL and compresses are CPU-bound, so more at once than cores "
         "only adds memory; the fixed threshold returns freed big buffers to the OS",
     },

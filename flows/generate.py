@@ -29,6 +29,7 @@ from bananaflow.config import Settings, load_settings
 from bananaflow.emulator.embedded import embedded_emulator
 from bananaflow.errors import InputError
 from bananaflow.expand import ImageJob
+from bananaflow.memory import return_large_buffers_to_os
 from bananaflow.models import AspectRatio, BackendName, ImageSize
 from bananaflow.records import ManifestRow, RunSummary, utcnow
 from bananaflow.routing import RouteDecision
@@ -90,6 +91,7 @@ def new_run_id() -> str:
 @flow(name="generate-images")
 async def generate_images(params: GenerateParameters | None = None) -> RunSummary:
     params = params or GenerateParameters()
+    return_large_buffers_to_os()  # 4K masters: keep peak memory from becoming the floor
     settings = load_settings(params.config, params.overrides())
     run_id = new_run_id()
     with embedded_emulator(settings) as (settings, emulator):

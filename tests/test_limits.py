@@ -47,3 +47,11 @@ def test_local_limiter_caps_requests_in_flight() -> None:
         return peak
 
     assert asyncio.run(main()) == 2
+
+
+def test_mmap_threshold_is_set_on_linux() -> None:
+    import sys
+
+    from bananaflow.memory import return_large_buffers_to_os
+
+    assert return_large_buffers_to_os() is sys.platform.startswith("linux")

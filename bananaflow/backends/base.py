@@ -13,6 +13,8 @@ their own.
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -32,6 +34,9 @@ T = TypeVar("T")
 # Bodies above this are parsed (json + base64 + header read) in a worker thread: a 4K master is
 # ~27 MB of JSON and decoding it on the loop would stall every other request in flight.
 _THREAD_PARSE_BYTES = 1_000_000
+# Parsing holds the GIL, so more parses at once than cores gain nothing; each holds the JSON text
+# and the decoded image (~45 MB for a 4K Vertex PNG), so 20 at once cost ~0.9 GB.
+_PARSE_SLOTS = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
 
 __all__ = ["HttpBackend", "ImageBackend"]
 
@@ -218,7 +223,8 @@ class HttpBackend(ImageBackend):
         content = response.content
 
         def run() -> T:
-            return parser(wire.loads(content, backend=self.name))
+            with _PARSE_SLOTS:  # the parsed text and the decoded image exist only inside
+                return parser(wire.loads(content, backend=self.name))
 
         if len(content) > _THREAD_PARSE_BYTES:
             return await anyio.to_thread.run_sync(run)
