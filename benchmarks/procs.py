@@ -228,19 +228,18 @@ class PrefectServer:
     """``prefect server start`` on a free loopback port with a throwaway home (SQLite).
 
     One server for the whole run so that the subprocess measurements (peak RSS, scaling) talk
-    to the same API as the in-process ones instead of each starting an ephemeral server. If
-    ``PREFECT_API_URL`` is already set (a CI server), that one is used and nothing is started.
+    to the same API as the in-process ones instead of each starting an ephemeral server. It is
+    always its own server, even when ``PREFECT_API_URL`` names one (CI's): the server's CPU per
+    image is one of the figures, and only a child process's CPU can be read from ``/proc``.
     """
 
     def __init__(self, workdir: Path):
         self.workdir = workdir
         self.child: Child | None = None
-        self.url = os.environ.get("PREFECT_API_URL", "")
+        self.url = ""
         self.started_s = 0.0
 
     def start(self) -> PrefectServer:
-        if self.url:
-            return self
         port = free_port()
         home = Path(tempfile.mkdtemp(prefix="prefect-home-", dir=self.workdir))
         env = {**os.environ, **PREFECT_QUIET, "PREFECT_HOME": str(home)}

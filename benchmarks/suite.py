@@ -224,7 +224,6 @@ class Suite:
             for emu in emus.values():
                 emu.wait_ready()
             meta["setup_s"] = self.elapsed()
-            meta["prefect_server"] = "started" if prefect.child else "PREFECT_API_URL"
             os.environ["PREFECT_API_URL"] = prefect.url
             for key, value in PREFECT_QUIET.items():
                 os.environ.setdefault(key, value)

@@ -6,6 +6,7 @@ import asyncio
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State
 
 from bananaflow.chain import ChainContext, upload_derivative
 from bananaflow.expand import ImageJob
@@ -13,15 +14,11 @@ from bananaflow.records import CompressedRef, MasterRef
 from bananaflow.storage import StorageConflict
 
 
-def _worth_retrying(task: object, task_run: object, state: object) -> bool:
+def _worth_retrying(task: object, task_run: object, state: State) -> bool:
     """A conflict (different bytes under the name) is an answer, not an outage."""
-    try:
-        state.result()  # type: ignore[attr-defined]
-    except StorageConflict:
-        return False
-    except Exception:
-        return True
-    return False
+    # _sync: this is called inside the async engine, where State.result returns a coroutine.
+    outcome = state.result(raise_on_failure=False, _sync=True)  # type: ignore[call-arg]
+    return isinstance(outcome, Exception) and not isinstance(outcome, StorageConflict)
 
 
 @task(
