@@ -27,8 +27,9 @@ from bananaflow.config import Settings
 from bananaflow.errors import BackendError, BananaflowError, InputError, Refused, Unsupported
 from bananaflow.expand import ImageJob
 from bananaflow.imaging import derivatives, sniff, upscale_local
+from bananaflow.ledger import Claim, Ledger
 from bananaflow.limits import LimitedBackend, Limiter, LocalLimiter
-from bananaflow.manifest import CompletionIndex, ManifestWriter
+from bananaflow.manifest import ManifestWriter
 from bananaflow.models import BackendName, ImageRequest
 from bananaflow.pricing import Budget, price_per_image
 from bananaflow.records import (
@@ -41,6 +42,8 @@ from bananaflow.records import (
 )
 from bananaflow.retry import retry_async
 from bananaflow.routing import RouteDecision, should_fall_back
+from bananaflow.shutdown import draining
+from bananaflow.spool import Spool
 from bananaflow.storage import Store, check_relative, object_name
 
 # Encoding is CPU-bound (Pillow releases the GIL): more at once than cores only adds memory.
@@ -50,11 +53,13 @@ _ENCODE_SLOTS = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
 class JobFailed(BananaflowError):
     """A job ended without an uploaded image; carries what the manifest must say."""
 
-    def __init__(self, status: JobStatus, error: str, *, kind: str, routes: list[RouteAttempt]):
+    def __init__(
+        self, status: JobStatus, error: str, *, kind: str, routes: list[RouteAttempt] | None = None
+    ):
         super().__init__(error)
         self.status = status
         self.kind = kind
-        self.routes = routes
+        self.routes = routes or []
 
 
 @dataclass
@@ -64,12 +69,14 @@ class ChainContext:
     settings: Settings
     run_id: str
     store: Store
-    index: CompletionIndex
+    ledger: Ledger
+    spool: Spool
     manifest: ManifestWriter
     budget: Budget
     backends: dict[BackendName, ImageBackend]
     work_dir: Path
-    reuse: bool = True  # False: render even when the index has it (compare measures latency)
+    reuse: bool = True  # False: render even when the ledger has it (compare measures latency)
+    reserved: dict[str, float] = field(default_factory=dict)  # job id -> budget held for it
     _owns_work_dir: bool = field(default=True, repr=False)
 
     async def aclose(self) -> None:
@@ -100,7 +107,8 @@ def open_context(
         settings=settings,
         run_id=run_id,
         store=store,
-        index=CompletionIndex(store),
+        ledger=Ledger(store, run_id, claim_ttl_s=claim_ttl_s(settings)),
+        spool=Spool(store.url),
         manifest=ManifestWriter(store, run_id),
         budget=Budget(settings.budget.max_usd),
         backends=backends,
@@ -131,6 +139,12 @@ def check_upload_names(settings: Settings) -> None:
                 f"{template!r} makes names outside the store ({err.problem})",
                 fix="keep names relative, e.g. {prefix}/{sha[:2]}/{sha}.{ext}",
             ) from None
+
+
+def claim_ttl_s(settings: Settings) -> float:
+    """How long a claim holds: the longest a generation may take (every retry and fallback),
+    plus storing the master. A holder that outlives it has died or hung."""
+    return settings.generate.retry.deadline_s * 2 + 120.0
 
 
 def local_limiter(settings: Settings, name: BackendName) -> LocalLimiter:
@@ -204,24 +218,75 @@ def _to_request(job: ImageJob, model: str) -> ImageRequest:
     )
 
 
-async def generate_master(ctx: ChainContext, job: ImageJob, decision: RouteDecision) -> MasterRef:
-    """Generate (or find) the job's master; walks the route's fallbacks on retryable failures."""
-    settings = ctx.settings
+def reserve_budget(ctx: ChainContext, job: ImageJob, decision: RouteDecision) -> str | None:
+    """Hold the job's price before it starts; the reason it may not start, or None.
+
+    Decided before the generate task runs, so a deliberate skip is a row, not a failed task.
+    An image the ledger already holds costs nothing and always goes ahead.
+    """
     primary = decision.backends[0]
-    key = master_key(job, primary, model_for(job, primary, settings))
-    known = await asyncio.to_thread(ctx.index.get_master, key) if ctx.reuse else None
-    if known is not None:
-        return known.model_copy(update={"reused": True})
-    primary_model = model_for(job, primary, settings)
-    price = price_per_image(primary_model, job.image_size, settings.prices)
+    model = model_for(job, primary, ctx.settings)
+    if ctx.reuse and ctx.ledger.paid(master_key(job, primary, model)) is not None:
+        return None
+    price = price_per_image(model, job.image_size, ctx.settings.prices)
     if not ctx.budget.try_reserve(price):
-        cap = settings.budget.max_usd
+        cap = ctx.settings.budget.max_usd
         why = (
             "budget.max_usd is 0: nothing may be spent (finished jobs are still reused)"
             if cap == 0
             else f"budget.max_usd {cap} reached"
         )
-        raise JobFailed("skipped_budget", f"{why}; job not started", kind="budget", routes=[])
+        return f"{why}; job not started"
+    ctx.reserved[job.job_id] = price
+    return None
+
+
+def _give_back(ctx: ChainContext, job: ImageJob) -> None:
+    price = ctx.reserved.pop(job.job_id, None)
+    if price is not None:
+        ctx.budget.release(price)
+
+
+async def generate_master(ctx: ChainContext, job: ImageJob, decision: RouteDecision) -> MasterRef:
+    """The job's master: from the ledger, the spool, or one paid generation under a claim.
+
+    The claim is taken before any request is sent and the bytes are durable (store, or the
+    local spool when the store refuses them) before this returns, so a crash at any point
+    costs at most the answer in flight, and two runs never both pay for one image.
+    """
+    primary = decision.backends[0]
+    key = master_key(job, primary, model_for(job, primary, ctx.settings))
+    claim: Claim | None = None
+    if ctx.reuse:
+        verdict = await ctx.ledger.acquire(key, poll_s=_poll_s(ctx.settings))
+        if verdict.master is not None:
+            _give_back(ctx, job)
+            return verdict.master.model_copy(update={"reused": True})
+        claim = verdict.claim
+    try:
+        spooled = await asyncio.to_thread(_from_spool, ctx, job, key, claim)
+        if spooled is not None:
+            _give_back(ctx, job)
+            return spooled
+        if draining.is_set():
+            _give_back(ctx, job)
+            raise JobFailed("interrupted", "stopped before it started", kind="stop", routes=[])
+        return await _pay_for_master(ctx, job, decision, key, claim)
+    finally:
+        if claim is not None:
+            await asyncio.to_thread(ctx.ledger.release, claim)
+
+
+def _poll_s(settings: Settings) -> float:
+    scale = settings.emulator.time_scale if settings.emulator.embedded else 1.0
+    return max(0.05, min(1.0, scale))
+
+
+async def _pay_for_master(
+    ctx: ChainContext, job: ImageJob, decision: RouteDecision, key: str, claim: Claim | None
+) -> MasterRef:
+    settings = ctx.settings
+    price = ctx.reserved.get(job.job_id, 0.0)
     routes: list[RouteAttempt] = []
     for i, name in enumerate(decision.backends):
         model = model_for(job, name, settings)
@@ -246,11 +311,11 @@ async def generate_master(ctx: ChainContext, job: ImageJob, decision: RouteDecis
             )
             if i + 1 < len(decision.backends) and should_fall_back(err):
                 continue
-            ctx.budget.release(price)
+            _give_back(ctx, job)
             status: JobStatus = "refused" if isinstance(err, Refused) else "failed"
             raise JobFailed(status, str(err), kind=type(err).__name__, routes=routes) from err
         except InputError as err:  # e.g. a Vertex-only option on a job falling back to AI Studio
-            ctx.budget.release(price)
+            _give_back(ctx, job)
             routes.append(RouteAttempt(backend=name, reason=reason, outcome="invalid request"))
             raise JobFailed("failed", str(err), kind="InputError", routes=routes) from err
         routes.append(
@@ -258,37 +323,34 @@ async def generate_master(ctx: ChainContext, job: ImageJob, decision: RouteDecis
                 backend=name, reason=reason, outcome="ok", attempts=image.attempts, retried=retried
             )
         )
-        ctx.budget.commit(price)
-        ref = await asyncio.to_thread(_store_master, ctx, job, image.data, model, name)
-        ref = ref.model_copy(
-            update={
-                "backend": name,
-                "model_version": image.model_version,
-                "response_id": image.response_id,
-                "usage": image.usage,
-                "latency_s": image.latency_s,
-                "attempts": sum(r.attempts for r in routes),
-                "estimated_usd": price,
-                "routes": routes,
-            }
+        if job.job_id in ctx.reserved:
+            ctx.budget.commit(ctx.reserved.pop(job.job_id))
+        ref = _stamp(
+            _describe(ctx, image.data, model, name),
+            model_version=image.model_version,
+            response_id=image.response_id,
+            usage=image.usage,
+            latency_s=image.latency_s,
+            attempts=sum(r.attempts for r in routes),
+            estimated_usd=price,
+            routes=routes,
         )
-        if settings.upload.include_master:
-            await asyncio.to_thread(ctx.index.put_master, key, ref)
-        return ref
+        return await asyncio.to_thread(_keep_paid, ctx, job, key, claim, image.data, ref)
     raise AssertionError("a route always has at least one backend")
 
 
-def _store_master(
-    ctx: ChainContext, job: ImageJob, data: bytes, model: str, backend: BackendName
-) -> MasterRef:
-    """Keep a work-dir copy for the next steps and, if configured, the durable master."""
+def _stamp(ref: MasterRef, **fields: object) -> MasterRef:
+    return ref.model_copy(update=fields)
+
+
+def _describe(ctx: ChainContext, data: bytes, model: str, backend: BackendName) -> MasterRef:
+    """The master's record before it is stored: where it will live, what it is."""
     info = sniff(data)
     sha = hashlib.sha256(data).hexdigest()
-    (ctx.work_dir / sha).write_bytes(data)
-    path = _path_for(ctx, "masters", sha, info.ext)
-    uri = (ctx.work_dir / sha).as_uri()
-    ref = MasterRef(
-        uri=uri,
+    sub = "masters" if ctx.settings.upload.include_master else "ledger/masters"
+    path = _path_for(ctx, sub, sha, info.ext)
+    return MasterRef(
+        uri=ctx.store.uri(path),
         path=path,
         sha256=sha,
         mime_type=info.mime_type,
@@ -298,11 +360,44 @@ def _store_master(
         backend=backend,
         model=model,
     )
-    if ctx.settings.upload.include_master:
+
+
+def _keep_paid(
+    ctx: ChainContext, job: ImageJob, key: str, claim: Claim | None, data: bytes, ref: MasterRef
+) -> MasterRef:
+    """Paid bytes become durable before any later step can fail: the store, else the spool."""
+    (ctx.work_dir / ref.sha256).write_bytes(data)
+    try:
         # The same job metadata as the derivative: an audit can count masters per job.
         meta = _object_metadata(ctx, job, ref)
-        ref.uri = ctx.store.put(path, data, content_type=info.mime_type, metadata=meta).uri
+        ctx.store.put(ref.path, data, content_type=ref.mime_type, metadata=meta)
+        if claim is not None:
+            ctx.ledger.record_paid(claim, ref)
+    except Exception as err:
+        where = ctx.spool.keep(key, data, ref)
+        raise JobFailed(
+            "failed",
+            f"the paid image could not be stored in {ctx.store.url} "
+            f"({err.__class__.__name__}: {str(err)[:160]}); it is kept in {where} and the "
+            "next run against this store saves it there without paying again",
+            kind="StoreUnavailable",
+            routes=ref.routes,
+        ) from None
     return ref
+
+
+def _from_spool(
+    ctx: ChainContext, job: ImageJob, key: str, claim: Claim | None
+) -> MasterRef | None:
+    """A master an earlier run paid for but could not store: stored now, at no cost."""
+    found = ctx.spool.take(key)
+    if found is None:
+        return None
+    data, ref = found
+    ref = ref.model_copy(update={"uri": ctx.store.uri(ref.path)})
+    kept = _keep_paid(ctx, job, key, claim, data, ref)
+    ctx.spool.drop(key)
+    return kept.model_copy(update={"reused": True})
 
 
 def _master_bytes(ctx: ChainContext, master: MasterRef) -> bytes:
@@ -455,6 +550,9 @@ def uploaded_row(
             "uri": uri,
             "master_uri": master.uri if ctx.settings.upload.include_master else "",
             "thumbnail_uris": thumbs,
+            "path": ctx.store.relative(uri) or "",
+            "master_path": master.path,
+            "thumbnail_paths": [ctx.store.relative(t) or "" for t in thumbs],
             "upscale_method": master.upscale_method,
             "format": ctx.settings.compress.format,
             "quality": compressed.quality,
@@ -487,9 +585,14 @@ def failed_row(row: ManifestRow, err: BaseException) -> ManifestRow:
 
 def reused_row(done: ManifestRow, ctx: ChainContext) -> ManifestRow:
     """A job a previous run finished: recorded again in this run, at no cost."""
+    store = ctx.store
     return done.model_copy(
         update={
             "run_id": ctx.run_id,
+            # Resolved in the store as it is now: a moved store still points at its files.
+            "uri": store.uri(done.path),
+            "master_uri": store.uri(done.master_path) if done.master_uri else "",
+            "thumbnail_uris": [store.uri(p) for p in done.thumbnail_paths],
             "reused_from_run": done.reused_from_run or done.run_id,
             "attempts": 0,
             "latency_s": 0.0,

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 
 from pydantic import BaseModel, Field
 
+from bananaflow.config import Settings
 from bananaflow.expand import ImageJob, compute_job_id
 from bananaflow.imaging import contact_sheet
 from bananaflow.models import BackendName, ImageSize
@@ -404,3 +405,20 @@ def comparison_table(report: ComparisonReport) -> list[dict[str, object]]:
         }
         for s in report.stats
     ]
+
+
+def measured(settings: Settings) -> Settings:
+    """Cap jobs in flight at the smaller backend concurrency: no job then waits for a
+    concurrency slot inside its measured latency (the per-minute quota still applies)."""
+    if settings.generate.concurrency:
+        return settings
+    cap = min(settings.backends.aistudio.concurrency, settings.backends.vertex.concurrency)
+    generate = settings.generate.model_copy(update={"concurrency": cap})
+    return settings.model_copy(update={"generate": generate})
+
+
+def setting_note(settings: Settings) -> str:
+    """Said under the table, so nobody reads emulator latencies as Google's."""
+    if not settings.emulator.embedded:
+        return ""
+    return f"embedded emulator, every delay x{settings.emulator.time_scale}"

@@ -21,16 +21,28 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from bananaflow.configfiles import config_file
 from bananaflow.errors import ConfigError
 from bananaflow.models import AspectRatio, BackendName, ImageSize
-from bananaflow.yamlio import load_yaml
+from bananaflow.yamlio import AliasLimitError, load_yaml
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 ENV_PREFIX = "BANANAFLOW_"
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    """Strict base: unknown keys and non-finite numbers are errors.
+
+    ``inf`` and ``nan`` pass every ``gt``/``ge`` bound (``nan`` compares false to everything, so
+    a ``max_usd: nan`` budget never stops spending) and YAML spells them ``.inf``/``.nan``, env
+    vars plain ``inf``; no setting here means anything by them.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
+
+
+# Numbers that only make sense above zero (durations, sizes) or at/above zero (rates, prices).
+Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
 
 
 # --------------------------------------------------------------------------- backends
@@ -51,7 +63,7 @@ class TimeoutSettings(_Model):
     """httpx timeouts; the only timeouts that can cut a blocked socket read."""
 
     connect_s: float = Field(10.0, gt=0)
-    read_s: dict[ImageSize, float] = Field(
+    read_s: dict[ImageSize, Positive] = Field(
         default_factory=lambda: {"1K": 90.0, "2K": 180.0, "4K": 180.0}
     )
     upscale_s: float = Field(180.0, gt=0)
@@ -108,10 +120,10 @@ class BackendProfile(_Model):
     All durations are real seconds before ``EmulatorSettings.time_scale`` is applied.
     """
 
-    latency_s: dict[ImageSize, tuple[float, float]]
+    latency_s: dict[ImageSize, tuple[NonNegative, NonNegative]]
     hang_rate: float = Field(0.0, ge=0, le=1)
     hang_s: float = Field(600.0, ge=0)
-    error_rates: dict[int, float] = Field(default_factory=dict)
+    error_rates: dict[int, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)
     fault_rates: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(
         default_factory=dict,
         description=(
@@ -122,9 +134,9 @@ class BackendProfile(_Model):
             "vertex profile."
         ),
     )
-    requests_per_minute: int | None = None
-    concurrency: int | None = None
-    requests_per_day: int | None = None
+    requests_per_minute: int | None = Field(None, ge=1)
+    concurrency: int | None = Field(None, ge=1)
+    requests_per_day: int | None = Field(None, ge=1)
     image_format: Literal["png", "jpeg"] = "png"
     jpeg_quality: int = Field(90, ge=1, le=100)
     detail: float = Field(
@@ -214,6 +226,14 @@ class GenerateSettings(_Model):
     concurrency: int | None = Field(
         None, ge=1, description="Jobs in flight per run; None uses the backend's concurrency."
     )
+    max_response_mb: float = Field(
+        96.0,
+        gt=0,
+        description=(
+            "Largest answer body read, in MiB after decompression; bigger ones are cut off. "
+            "A 4K Vertex PNG is 18-30 MB, ~40 MB as base64 JSON."
+        ),
+    )
 
 
 class UpscaleSettings(_Model):
@@ -228,7 +248,9 @@ class CompressSettings(_Model):
     max_bytes: int | None = Field(None, gt=0, description="Byte budget; bisects the quality.")
     strip_metadata: bool = True
     digital_source_type: bool = Field(True, description="Write IPTC trainedAlgorithmicMedia.")
-    thumbnails: list[int] = Field(default_factory=list, description="Longest-side sizes in px.")
+    thumbnails: list[Annotated[int, Field(gt=0)]] = Field(
+        default_factory=list, description="Longest-side sizes in px."
+    )
 
 
 class UploadSettings(_Model):
@@ -279,7 +301,7 @@ class Settings(_Model):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
-    prices: dict[str, dict[ImageSize, float]] = Field(default_factory=_default_prices)
+    prices: dict[str, dict[ImageSize, NonNegative]] = Field(default_factory=_default_prices)
 
     @model_validator(mode="after")
     def _fallback_not_primary_only(self) -> Settings:
@@ -321,12 +343,12 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def resolve_config_path(config: str | Path | None) -> Path:
-    """A bare name like ``local`` means ``configs/local.yaml`` of this checkout."""
+    """A bare name like ``local`` means ``configs/local.yaml`` here, else the shipped one."""
     if config is None:
         config = os.environ.get("BANANAFLOW_CONFIG", "local")
     p = Path(config)
     if p.suffix not in (".yaml", ".yml") and not p.exists():
-        p = CONFIG_DIR / f"{config}.yaml"
+        p = config_file(f"{config}.yaml")
     return p
 
 
@@ -341,6 +363,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError("config", f"cannot read {path}: {e.__class__.__name__}") from None
     try:
         data = load_yaml(text)
+    except AliasLimitError as e:
+        line = f" at line {e.problem_mark.line + 1}" if e.problem_mark else ""
+        raise ConfigError("config", f"{path}{line}: {e.problem}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -354,11 +379,15 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+# Variables of ours that are not settings: the config name, the entry point's stand-in.
+_NOT_SETTINGS = ("BANANAFLOW_CONFIG", "BANANAFLOW_STAND_IN")
+
+
 def _env_layer(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     tree: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == "BANANAFLOW_CONFIG":
+        if not name.startswith(ENV_PREFIX) or name in _NOT_SETTINGS:
             continue
         dotted = name[len(ENV_PREFIX) :].lower().replace("__", ".")
         _set_dotted(tree, dotted, _parse_scalar(raw))
@@ -387,6 +416,14 @@ def _source_for(loc: tuple[Any, ...], sources: dict[str, str], default: str) -> 
     return best
 
 
+_BOUND_WORDS = {
+    "greater_than": ("above", "gt"),
+    "greater_than_equal": ("of at least", "ge"),
+    "less_than": ("below", "lt"),
+    "less_than_equal": ("of at most", "le"),
+}
+
+
 def _fix_for(err: dict[str, Any]) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
@@ -395,6 +432,14 @@ def _fix_for(err: dict[str, Any]) -> str:
         return f"use one of {err.get('ctx', {}).get('expected', 'the allowed values')}"
     if kind == "missing":
         return "add it"
+    if kind == "finite_number":
+        return "use a finite number (inf and nan mean nothing here)"
+    if kind in _BOUND_WORDS:
+        words, key = _BOUND_WORDS[kind]
+        bound = (err.get("ctx") or {}).get(key)
+        if isinstance(bound, float) and bound.is_integer():
+            bound = int(bound)
+        return f"use a number {words} {bound}"
     return "correct the value"
 
 

@@ -2,11 +2,14 @@
 
 Backends translate Google's ``google.rpc.Status`` envelopes and HTTP-200 refusals into these, so
 the retry policy, the router's fallback and the manifest all reason about one vocabulary instead
-of status codes. Messages never contain credentials: callers build them from the response body
-and the request's public fields only.
+of status codes. Messages never contain credentials: callers pass every upstream string through
+:func:`bananaflow.redact.redact` with their secrets, and backend errors re-apply its generic
+patterns to message, status and refusal text as a last line of defence.
 """
 
 from __future__ import annotations
+
+from bananaflow.redact import redact, redact_optional
 
 
 class BananaflowError(Exception):
@@ -55,6 +58,8 @@ class BackendError(BananaflowError):
         status: int | None = None,
         status_name: str | None = None,
     ):
+        message = redact(message)
+        status_name = redact_optional(status_name)
         self.backend = backend
         self.status = status
         self.status_name = status_name
@@ -122,6 +127,24 @@ class MalformedResponse(BackendError):
     retryable = True
 
 
+class BadImage(MalformedResponse):
+    """HTTP 200 whose image is cut short, unreadable, or not the size that was asked for.
+
+    Kept a :class:`MalformedResponse` (same kind, retryable): a half-delivered or placeholder
+    image is a delivery glitch, and storing it would record a broken master as paid and good.
+    """
+
+
+class ResponseTooLarge(MalformedResponse):
+    """The body grew past ``generate.max_response_mb`` while being read (a decompression bomb).
+
+    Not retryable: no legitimate answer is that large, so a retry would only pull another
+    hundred megabytes of the same.
+    """
+
+    retryable = False
+
+
 class BadRequest(BackendError):
     """400 INVALID_ARGUMENT / FAILED_PRECONDITION: the request itself is wrong."""
 
@@ -151,8 +174,8 @@ class Refused(BackendError):
 
     def __init__(self, message: str, *, reason: str, finish_message: str | None = None, **kw):
         super().__init__(message, **kw)
-        self.reason = reason
-        self.finish_message = finish_message
+        self.reason = redact(reason)
+        self.finish_message = redact_optional(finish_message)
 
 
 class Unsupported(BackendError):

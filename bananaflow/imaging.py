@@ -443,10 +443,11 @@ def upscale_local(data: bytes, factor: int) -> Encoded:
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except (OSError, ImportError):  # Pillow built without FreeType
-        return ImageFont.load_default()
+    """The packaged DejaVu Sans: labels are prompts, and Pillow's default font draws boxes
+    for every non-ASCII letter ("Café", "Straße"). Falls back to Pillow's font by itself."""
+    from bananaflow.assets import font  # local: only the contact sheet needs it
+
+    return font(size)
 
 
 def _fit_label(draw: ImageDraw.ImageDraw, text: str, font: object, width: int) -> str:

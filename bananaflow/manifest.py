@@ -6,9 +6,7 @@ stores append one line and fsync. Object stores cannot append, and rewriting one
 per row would cost O(n^2) bytes and race between workers, so each row is its own object under
 ``runs/{run_id}/rows/`` and ``close()`` assembles ``manifest.jsonl`` from them.
 
-The completion index (``index/masters/…``, ``index/done/…``) is keyed by a job's output key,
-not by run: it is what lets any later run find a paid-for master or a finished image and skip
-the Google call entirely.
+What a job cost and where its image is, across runs, is the ledger's (``bananaflow.ledger``).
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ from urllib.parse import quote
 from pydantic import ValidationError
 
 from bananaflow.errors import BananaflowError, InputError
-from bananaflow.records import ManifestRow, MasterRef
+from bananaflow.records import ManifestRow
 from bananaflow.storage import Store, check_relative
 
 log = logging.getLogger("bananaflow")
@@ -161,78 +159,7 @@ def read_manifest(store: Store, run_id: str) -> list[ManifestRow]:
     return _latest_per_job(rows)
 
 
-class CompletionIndex:
-    """Pay-once checkpoints: a stored master and a finished (uploaded) job, per output key."""
-
-    def __init__(self, store: Store):
-        self.store = store
-
-    @staticmethod
-    def _master_path(output_key: str) -> str:
-        return check_relative(f"index/masters/{output_key}.json", field="output_key")
-
-    @staticmethod
-    def _done_path(output_key: str) -> str:
-        return check_relative(f"index/done/{output_key}.json", field="output_key")
-
-    def _read(self, path: str) -> bytes | None:
-        try:
-            return self.store.get(path)
-        except FileNotFoundError:
-            return None
-
-    def get_master(self, output_key: str) -> MasterRef | None:
-        data = self._read(self._master_path(output_key))
-        if data is None:
-            return None
-        try:
-            return MasterRef.model_validate_json(data)
-        except ValidationError as e:
-            raise _corrupt(self.store, self._master_path(output_key), e) from None
-
-    def put_master(self, output_key: str, ref: MasterRef) -> None:
-        self.store.write_text(self._master_path(output_key), ref.model_dump_json())
-
-    def get_done(self, output_key: str) -> ManifestRow | None:
-        """The finished job, or None when unknown *or unreadable*.
-
-        Unlike a master, a missing done-entry never costs money: the job goes on to the master
-        lookup, which is strict (and raises inside the job, so only that job fails). So a broken
-        or unreachable entry here is logged and treated as absent rather than failing the run.
-        """
-        path = self._done_path(output_key)
-        try:
-            data = self._read(path)
-        except Exception as err:
-            log.warning("index: cannot read %s (%s: %s)", path, err.__class__.__name__, err)
-            return None
-        if data is None:
-            return None
-        try:
-            return ManifestRow.model_validate_json(data)
-        except ValidationError as e:
-            log.warning("%s", _corrupt(self.store, path, e))
-            return None
-
-    def put_done(self, row: ManifestRow) -> None:
-        """Mark a job finished. Only ``uploaded`` counts: failures and refusals stay re-runnable.
-
-        Best effort: the image and the row are already stored, and without this entry a re-run
-        finds the indexed master and republishes the same bytes at no cost.
-        """
-        if row.status != "uploaded":
-            raise ValueError(f"only uploaded jobs are done; {row.job_id} is {row.status}")
-        path = self._done_path(row.output_key)
-        try:
-            self.store.write_text(path, row.model_dump_json())
-        except Exception as err:
-            log.warning("index: cannot write %s (%s: %s)", path, err.__class__.__name__, err)
-
-
-def _corrupt(store: Store, path: str, err: ValidationError) -> BananaflowError:
-    """Refuse to guess: treating a broken entry as absent would silently pay again."""
-    first = err.errors(include_url=False)[0]
-    return BananaflowError(
-        f"corrupt index entry {store.uri(path)} ({first['msg']}); "
-        "delete it to regenerate that image, or restore it from the run's manifest"
-    )
+def run_ids(store: Store) -> list[str]:
+    """Every run with something under ``runs/`` in a store, sorted (ids start with a UTC stamp)."""
+    found = {p.split("/")[1] for p in store.list("runs") if p.count("/") >= 2}
+    return sorted(found)

@@ -1,12 +1,14 @@
 """Records that cross a boundary between the core, the backends, the tasks and the emulator.
 
 The pixel table is Google's published one for gemini-3-pro-image (ai.google.dev image-generation,
-see ../shared/reference/google-image-apis.md §1.4). Clients never trust it for real outputs: they
-read dimensions from the decoded bytes. The emulator uses it to serve the right size.
+see ../shared/reference/google-image-apis.md §1.4). Clients never take a size from it: they read
+dimensions from the bytes, then check them against it (:func:`size_problem`), because a Pro answer
+of any other size is a placeholder or a broken image. The emulator uses it to serve the right size.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -39,11 +41,70 @@ _SCALE = {"1K": 1, "2K": 2, "4K": 4}
 OUTPUT_TOKENS = {"1K": 1120, "2K": 1120, "4K": 2000}
 
 
+# Models known to answer with exactly the published pixel table (ids with a version or
+# ``-preview`` suffix included).
+_TABLE_MODEL_PREFIX = "gemini-3-pro-image"
+
+# Models without a table: the aspect drift and the smallest long side still taken as an answer.
+# Google's own 2.5 Flash sizes sit up to 2.9 % off their nominal ratio (5:4 is 1152x896).
+_ASPECT_TOLERANCE = 0.03
+_MIN_LONG_SIDE = 256
+
+# Unicode categories that draw nothing: format (zero-width space/joiners, word joiner, BOM, soft
+# hyphen), separators and controls.
+_INVISIBLE_CATEGORIES = frozenset({"Cf", "Zs", "Zl", "Zp", "Cc"})
+# Letters and symbols that render as blanks though their category says otherwise (Hangul
+# fillers, the blank Braille pattern): the usual ways to smuggle an "empty" name past a check.
+_INVISIBLE_CHARS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
 def pixel_size(aspect_ratio: str, image_size: str) -> tuple[int, int]:
     """Published output size for a ratio × size on gemini-3-pro-image."""
     w, h = _PIXELS_1K[aspect_ratio]
     s = _SCALE[image_size]
     return w * s, h * s
+
+
+def follows_pixel_table(model: str) -> bool:
+    """Whether answers of ``model`` must have exactly the :func:`pixel_size` dimensions."""
+    return model.removeprefix("models/").startswith(_TABLE_MODEL_PREFIX)
+
+
+def size_problem(
+    model: str, aspect_ratio: str, image_size: str, width: int, height: int
+) -> str | None:
+    """Why ``width`` x ``height`` cannot be the answer to this request; None when it can be.
+
+    gemini-3-pro-image (any version or ``-preview``) follows Google's published table, so its
+    answers must match :func:`pixel_size` exactly. Other models follow no table we can rely on
+    (2.5 Flash answers its own 1024-class sizes whatever size is asked, rounded up to 2.9 % off
+    the ratio), so for them any size is accepted whose aspect is within 3 % of the requested
+    ratio and whose long side is at least 256 px: that still catches the thumbnails and
+    placeholders a broken front end serves instead of the picture.
+    """
+    if follows_pixel_table(model):
+        want_w, want_h = pixel_size(aspect_ratio, image_size)
+        if (width, height) != (want_w, want_h):
+            return f"{width}x{height}, not the {want_w}x{want_h} of {aspect_ratio} {image_size}"
+        return None
+    num, den = (int(part) for part in aspect_ratio.split(":"))
+    if abs((width / height) / (num / den) - 1) > _ASPECT_TOLERANCE:
+        return f"{width}x{height} is not {aspect_ratio}"
+    if max(width, height) < _MIN_LONG_SIDE:
+        return f"{width}x{height} is smaller than any {image_size} answer"
+    return None
+
+
+def is_blank_text(text: str) -> bool:
+    """True when no character of ``text`` would be visible.
+
+    ``str.strip`` only removes whitespace, so a prompt of zero-width spaces, joiners, BOMs or
+    soft hyphens passes it, is sent, and is paid for as an image of nothing in particular.
+    """
+    return all(
+        ch.isspace() or ch in _INVISIBLE_CHARS or unicodedata.category(ch) in _INVISIBLE_CATEGORIES
+        for ch in text
+    )
 
 
 class ReferenceImage(BaseModel):
@@ -79,7 +140,7 @@ class ImageRequest(BaseModel):
     @field_validator("prompt")
     @classmethod
     def _prompt_not_blank(cls, v: str) -> str:
-        if not v.strip():
+        if is_blank_text(v):
             raise ValueError("prompt is blank")
         return v
 

@@ -22,10 +22,11 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, Field
 
+from bananaflow import runid
 from bananaflow.errors import InputError
 from bananaflow.expand import ImageJob, compute_job_id
 from bananaflow.imaging import contact_sheet
-from bananaflow.manifest import ManifestWriter, read_manifest
+from bananaflow.manifest import ManifestWriter, read_manifest, run_ids
 from bananaflow.models import ImageSize
 from bananaflow.records import JobStatus, ManifestRow, RunSummary
 from bananaflow.storage import Store, check_relative
@@ -92,28 +93,17 @@ def _run_segment(run_id: str) -> str:
         ) from None
 
 
-def run_ids(store: Store) -> list[str]:
-    """Every run with something under ``runs/`` in a store, sorted (ids start with a UTC stamp)."""
-    found = {p.split("/")[1] for p in store.list("runs") if p.count("/") >= 2}
-    return sorted(found)
-
-
 def find_run_for_flow_run(store: Store, flow_run_id: uuid.UUID) -> str:
-    """Our run id of a Prefect flow run, by convention (``new_run_id``: ``<stamp>-<8 hex>``).
-
-    A flow run retried by Prefect starts a new run id with the same suffix; the latest one is
-    the run that finished, so it wins.
-    """
-    suffix = "-" + str(flow_run_id)[:8]
-    matches = [r for r in run_ids(store) if r.endswith(suffix)]
-    if not matches:
+    """Our run id of a Prefect flow run, by the run-id convention (``bananaflow.runid``)."""
+    found = runid.latest_of(run_ids(store), flow_run_id)
+    if found is None:
         raise InputError(
             "source_run",
             f"no run of flow run {flow_run_id} under {store.uri('runs')}",
             fix="set source_config (or the dev run's output) to where the dev run wrote, "
             "or pass the manifest URI",
         )
-    return matches[-1]
+    return found
 
 
 def load_dev_rows(store: Store, run_id: str) -> list[ManifestRow]:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bananaflow.models import AspectRatio, BackendName, ImageSize, Usage
 
-JobStatus = Literal["uploaded", "failed", "refused", "skipped_budget"]
+JobStatus = Literal["uploaded", "failed", "refused", "skipped_budget", "interrupted"]
 
 
 def utcnow() -> str:
@@ -109,6 +109,10 @@ class ManifestRow(BaseModel):
     uri: str = ""
     master_uri: str = ""
     thumbnail_uris: list[str] = Field(default_factory=list)
+    # Relative to the store root: what a re-run checks, so a moved store still resolves.
+    path: str = ""
+    master_path: str = ""
+    thumbnail_paths: list[str] = Field(default_factory=list)
     upscale_method: str | None = None
     format: str = ""
     quality: int | None = None

@@ -15,6 +15,10 @@ The deadline is checked *before* sleeping: if the next wait would end past ``dea
 last error is raised now instead of sleeping and then giving up. Time is counted as real time
 spent in attempts plus the waits that were asked for, so an injected fake ``sleep`` (tests, or a
 caller that sleeps elsewhere) sees the same decisions as a real one.
+
+Checking between attempts cannot stop an attempt that never ends (a body trickled a byte at a
+time keeps every socket timeout from firing), so the attempt itself asks :func:`remaining_s`
+how much of the deadline is left and the backend cuts the whole request there.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import contextlib
 import inspect
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
@@ -38,7 +43,7 @@ T = TypeVar("T")
 SleepFn = Callable[[float], Awaitable[None] | None]
 OnRetry = Callable[[BackendError, int, float], None]
 
-__all__ = ["OnRetry", "SleepFn", "is_retryable", "retry_async", "server_hint"]
+__all__ = ["OnRetry", "SleepFn", "is_retryable", "remaining_s", "retry_async", "server_hint"]
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -86,9 +91,11 @@ class _Clock:
         self._sleep = sleep
         self.start = time.monotonic()
         self.slept_real = 0.0
+        self.slept_asked = 0.0
 
     async def sleep(self, seconds: float) -> None:
         t0 = time.monotonic()
+        self.slept_asked += seconds
         try:
             result = self._sleep(seconds)
             if inspect.isawaitable(result):
@@ -96,9 +103,25 @@ class _Clock:
         finally:
             self.slept_real += time.monotonic() - t0
 
-    def elapsed(self, retry_state: RetryCallState) -> float:
+    def elapsed(self) -> float:
         active = (time.monotonic() - self.start) - self.slept_real
-        return max(active, 0.0) + retry_state.idle_for
+        return max(active, 0.0) + self.slept_asked
+
+
+# The running retry loop's clock and deadline, for the attempt inside it (see remaining_s).
+_current: ContextVar[tuple[_Clock, float] | None] = ContextVar("bananaflow_retry", default=None)
+
+
+def remaining_s() -> float | None:
+    """Seconds left of ``deadline_s`` in the innermost :func:`retry_async`; None outside one.
+
+    Measured on the policy's own clock, so it agrees with when the policy stops retrying.
+    """
+    current = _current.get()
+    if current is None:
+        return None
+    clock, deadline_s = current
+    return deadline_s - clock.elapsed()
 
 
 class _StopAtDeadline(stop_base):
@@ -109,7 +132,7 @@ class _StopAtDeadline(stop_base):
         self._clock = clock
 
     def __call__(self, retry_state: RetryCallState) -> bool:
-        return self._clock.elapsed(retry_state) + retry_state.upcoming_sleep > self._deadline_s
+        return self._clock.elapsed() + retry_state.upcoming_sleep > self._deadline_s
 
 
 def _mark_attempts(exc: BaseException, attempts: int) -> None:
@@ -150,6 +173,7 @@ async def retry_async(
     )
     attempts = 0
     result: Any = None
+    token = _current.set((clock, policy.deadline_s))
     try:
         async for attempt in retrying:
             with attempt:
@@ -158,4 +182,6 @@ async def retry_async(
     except Exception as exc:
         _mark_attempts(exc, attempts)
         raise
+    finally:
+        _current.reset(token)
     return result, attempts

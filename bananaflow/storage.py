@@ -132,6 +132,29 @@ class StorageConflict(BananaflowError):
         )
 
 
+class StorageFull(BananaflowError):
+    """The store refused a write for lack of room or rights: an answer, not an outage to retry."""
+
+    def __init__(self, url: str, err: OSError):
+        super().__init__(
+            f"storage {url} cannot take more ({err.strerror or err.__class__.__name__}); "
+            "free space (or fix permissions) and re-run: finished and paid images are kept"
+        )
+
+
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG}
+
+
+@contextlib.contextmanager
+def _local_writes(url: str):  # type: ignore[no-untyped-def]
+    try:
+        yield
+    except OSError as err:
+        if err.errno in _FULL:
+            raise StorageFull(url, err) from None
+        raise
+
+
 class PutResult(BaseModel):
     """Where an object landed and whether this call created it (False: identical one existed)."""
 
@@ -361,7 +384,8 @@ class Store:
         full = self._full(path)
         meta = _check_metadata(metadata)
         if self._local_root is not None:
-            created = self._put_local(Path(full), data, create_only)
+            with _local_writes(self.url):
+                created = self._put_local(Path(full), data, create_only)
         elif self.protocol == "gs":
             created = self._remote(
                 lambda: self._put_gcs(full, data, content_type, meta, cache_control, create_only),
@@ -372,6 +396,23 @@ class Store:
         if not created:
             self._check_same(path, data)
         return PutResult(uri=self.uri(path), path=path, created=created, size=len(data))
+
+    def create(self, path: str, data: bytes, *, content_type: str = "application/json") -> bool:
+        """Exclusive create: True if this call made the object, False if anything was there.
+
+        The ledger's claims rest on it: of two runs creating the same claim, exactly one wins
+        (``file://``: a hard link; ``gs://``: ``ifGenerationMatch=0``).
+        """
+        full = self._full(path)
+        if self._local_root is not None:
+            with _local_writes(self.url):
+                return self._put_local(Path(full), data, create_only=True)
+        if self.protocol == "gs":
+            return self._remote(
+                lambda: self._put_gcs(full, data, content_type, None, "no-cache", True),
+                f"create {path}",
+            )
+        return self._remote(lambda: self._put_fsspec(full, data, True), f"create {path}")
 
     def _put_local(self, dest: Path, data: bytes, create_only: bool) -> bool:
         if create_only and dest.is_file():
@@ -451,7 +492,8 @@ class Store:
         full = self._full(path)
         data = text.encode("utf-8")
         if self._local_root is not None:
-            self._put_local(Path(full), data, create_only=False)
+            with _local_writes(self.url):
+                self._put_local(Path(full), data, create_only=False)
         elif self.protocol == "gs":
             # Mutable objects: without no-cache a public bucket serves them stale for an hour.
             self._remote(
@@ -475,11 +517,19 @@ class Store:
         dest.parent.mkdir(parents=True, exist_ok=True)
         new = not dest.exists()
         fd = os.open(dest, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        before = os.fstat(fd).st_size
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
+        except OSError as err:
+            # No torn line may stay behind: a later append would bury it mid-file.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, before)
+            if err.errno in _FULL:
+                raise StorageFull(self.url, err) from None
+            raise
         finally:
             os.close(fd)
         if new:

@@ -22,10 +22,11 @@ from benchmarks.workload import Profile
 
 def main(spec_file: str) -> None:
     spec = json.loads(Path(spec_file).read_text())
+    from bananaflow.cli.embedded import attached
     from bananaflow.config import EmulatorSettings
-    from bananaflow.emulator.embedded import attach_emulator
+    from bananaflow.flows.generate import generate_images
+    from bananaflow.parameters import GenerateParameters
     from benchmarks import peers
-    from flows.generate import GenerateParameters, generate_images
 
     settings = EmulatorSettings.model_validate(spec["emulator"])
     rss_before = rss_mb()
@@ -39,7 +40,7 @@ def main(spec_file: str) -> None:
         counts = {"uploaded": run.images - run.failed, "failed": run.failed}
     else:
         params = GenerateParameters(config=spec["config"], prompts=spec["prompts"])
-        with attach_emulator(spec["url"], settings):
+        with attached(spec["url"], settings):
             summary = asyncio.run(generate_images(params))
         counts = dict(summary.counts)
     result = {

@@ -108,7 +108,7 @@ def run_recipe(
         r = httpx.post(url, json=_body(prompt, size), headers=h, timeout=60)
         r.raise_for_status()
         for part in r.json()["candidates"][0]["content"]["parts"]:
-            if "inlineData" in part:
+            if "inlineData" in part and not part.get("thought"):
                 return base64.b64decode(part["inlineData"]["data"])
         raise ValueError("no image in the response")
 
@@ -165,7 +165,7 @@ def run_sdk_script(
                         model=MODEL, contents=prompt, config=config
                     )
                 parts = response.candidates[0].content.parts  # type: ignore[index,union-attr]
-                data = next(p.inline_data.data for p in parts if p.inline_data)  # type: ignore[union-attr]
+                data = next(p.inline_data.data for p in parts if p.inline_data and not p.thought)  # type: ignore[union-attr]
                 await asyncio.to_thread(compress_and_write, data, out / f"{i:05d}.jpg")  # type: ignore[arg-type]
                 return True
             except Exception:
@@ -195,8 +195,9 @@ def run_bananaflow(
     config_path: Path | None = None,
 ) -> PeerRun:
     """The generate_images flow in this process, its embedded emulator attached to ``emu``."""
-    from bananaflow.emulator.embedded import attach_emulator
-    from flows.generate import GenerateParameters, generate_images
+    from bananaflow.cli.embedded import attached
+    from bananaflow.flows.generate import generate_images
+    from bananaflow.parameters import GenerateParameters
 
     out.mkdir(parents=True, exist_ok=True)
     cfg = config_path or bananaflow_config(
@@ -204,7 +205,7 @@ def run_bananaflow(
     )
     params = GenerateParameters(config=str(cfg), prompts=texts)
     t0, c0 = time.perf_counter(), self_cpu()
-    with attach_emulator(emu.url, emu.settings):
+    with attached(emu.url, emu.settings):
         summary = asyncio.run(generate_images(params))
     wall, cpu = time.perf_counter() - t0, self_cpu() - c0
     uploaded = summary.counts.get("uploaded", 0)
@@ -235,13 +236,13 @@ def run_core_only(
 ) -> PeerRun:
     """Diagnostic, not a peer: bananaflow's core chain with no Prefect at all.
 
-    The same steps as ``flows.generate.render_one`` (index lookup, generate + master, compress,
+    The same steps as ``bananaflow.render.render_one`` (index lookup, generate + master, compress,
     upload, manifest row, done-index), called directly. Comparing it with the flow splits the
     orchestration cost into "our code" and "Prefect".
     """
-    from bananaflow import chain
+    from bananaflow import chain, standin
+    from bananaflow.cli.embedded import attached
     from bananaflow.config import load_settings
-    from bananaflow.emulator.embedded import attach_emulator, embedded_emulator
     from bananaflow.expand import expand
     from bananaflow.preflight import collect_specs
     from bananaflow.records import utcnow
@@ -251,17 +252,17 @@ def run_core_only(
     cfg = bananaflow_config(out / "core.yaml", profile, out / "store", image_size=size)
 
     async def main() -> int:
-        settings = load_settings(str(cfg))
-        with attach_emulator(emu.url, emu.settings), embedded_emulator(settings) as (s, _):
+        with attached(emu.url, emu.settings):
+            s = standin.apply(load_settings(str(cfg)))
             jobs = expand(collect_specs(texts, None), s.expand, s.generate)
             decisions = [route(j, s.stage, s.route, None) for j in jobs]
             ctx = chain.open_context(s, "core-only", {d.backends[0] for d in decisions})
-            gate = asyncio.Semaphore(2 * profile.concurrency)  # as flows.generate._jobs_in_flight
+            gate = asyncio.Semaphore(2 * profile.concurrency)  # as render.jobs_in_flight
 
             async def one(job: Any, decision: Any) -> bool:
                 async with gate:
                     row = chain.base_row(ctx, job, decision, utcnow())
-                    await asyncio.to_thread(ctx.index.get_done, row.output_key)
+                    await asyncio.to_thread(ctx.ledger.get_done, row.output_key)
                     master = await chain.generate_master(ctx, job, decision)
                     comp = await asyncio.to_thread(chain.compress_master, ctx, master)
                     uri, thumbs = await asyncio.to_thread(
@@ -269,7 +270,7 @@ def run_core_only(
                     )
                     row = chain.uploaded_row(row, master, comp, uri, thumbs, ctx)
                 await asyncio.to_thread(ctx.manifest.append, row)
-                await asyncio.to_thread(ctx.index.put_done, row)
+                await asyncio.to_thread(ctx.ledger.put_done, row)
                 return True
 
             try:

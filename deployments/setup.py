@@ -31,7 +31,7 @@ from pydantic import BaseModel
 
 from bananaflow.config import Settings
 from bananaflow.models import BackendName
-from tasks.limits import limit_names
+from bananaflow.tasks.limits import limit_names
 
 DEFAULT_POOL = "bananaflow-pool"
 POOL_TYPE = "process"

@@ -15,20 +15,23 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
-from bananaflow import comparison
+from bananaflow import comparison, standin
 from bananaflow.chain import open_context
 from bananaflow.comparison import ComparisonReport
-from bananaflow.config import Settings, load_settings
-from bananaflow.emulator.embedded import embedded_emulator
+from bananaflow.config import load_settings
 from bananaflow.errors import InputError
 from bananaflow.models import ImageSize
-from flows.generate import global_limiters, new_run_id, render_all
-from tasks.compare import publish_comparison
-from tasks.expand import expand_prompts
-from tasks.report import publish_report
-from tasks.route import route_jobs
+from bananaflow.render import render_all
+from bananaflow.runid import new_run_id
+from bananaflow.tasks.chain import CHAIN
+from bananaflow.tasks.compare import publish_comparison
+from bananaflow.tasks.expand import expand_prompts
+from bananaflow.tasks.limits import global_limiters
+from bananaflow.tasks.report import ProgressArtifact, publish_report
+from bananaflow.tasks.route import route_jobs
 
 
 class CompareParameters(BaseModel):
@@ -51,44 +54,30 @@ class CompareParameters(BaseModel):
 @flow(name="compare")
 async def compare(params: CompareParameters | None = None) -> ComparisonReport:
     params = params or CompareParameters()
-    run_id = f"compare-{new_run_id()}"
-    settings = measured(load_settings(params.config, params.overrides(run_id)))
-    with embedded_emulator(settings) as (settings, emulator):
-        base = expand_prompts(params.prompts, params.batch_file, settings.expand, settings.generate)
-        if not base:
-            raise InputError("prompts", "nothing to compare", fix="give prompts or a batch_file")
-        jobs = comparison.comparison_jobs(base, list(dict.fromkeys(params.image_sizes)))
-        no_fallback = settings.route.model_copy(update={"fallback": []})
-        decisions = route_jobs(jobs, settings.stage, no_fallback)
-        ctx = open_context(
-            settings,
-            run_id,
-            set(comparison.BACKENDS),
-            limiter_for=global_limiters(settings, decisions),
-            reuse=False,
+    run_id = f"compare-{new_run_id(flow_run.get_id())}"
+    settings = comparison.measured(
+        standin.apply(load_settings(params.config, params.overrides(run_id)))
+    )
+    base = expand_prompts(params.prompts, params.batch_file, settings.expand, settings.generate)
+    if not base:
+        raise InputError("prompts", "nothing to compare", fix="give prompts or a batch_file")
+    jobs = comparison.comparison_jobs(base, list(dict.fromkeys(params.image_sizes)))
+    no_fallback = settings.route.model_copy(update={"fallback": []})
+    decisions = route_jobs(jobs, settings.stage, no_fallback)
+    ctx = open_context(
+        settings,
+        run_id,
+        set(comparison.BACKENDS),
+        limiter_for=global_limiters(settings, decisions),
+        reuse=False,
+    )
+    try:
+        rows = await render_all(ctx, jobs, decisions, CHAIN, ProgressArtifact(len(jobs)))
+        summary = await publish_report(ctx, rows)
+        report = await publish_comparison(
+            ctx, jobs, rows, len(base), summary.manifest_uri, comparison.setting_note(settings)
         )
-        try:
-            rows = await render_all(ctx, jobs, decisions)
-            summary = await publish_report(ctx, rows)
-            note = (
-                f"embedded emulator, every delay x{settings.emulator.time_scale}"
-                if emulator is not None
-                else ""
-            )
-            report = await publish_comparison(
-                ctx, jobs, rows, len(base), summary.manifest_uri, note
-            )
-        finally:
-            await ctx.aclose()
+    finally:
+        await ctx.aclose()
     get_run_logger().info("comparison %s: %s", run_id, report.markdown_uri)
     return report
-
-
-def measured(settings: Settings) -> Settings:
-    """Cap jobs in flight at the smaller backend concurrency: no job then waits for a
-    concurrency slot inside its measured latency (the per-minute quota still applies)."""
-    if settings.generate.concurrency:
-        return settings
-    cap = min(settings.backends.aistudio.concurrency, settings.backends.vertex.concurrency)
-    generate = settings.generate.model_copy(update={"concurrency": cap})
-    return settings.model_copy(update={"generate": generate})

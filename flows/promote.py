@@ -8,7 +8,7 @@ completion index and renders nothing.
 
 A deployment trigger can start it when a dev run completes: ``source_run`` then receives
 ``prefect.flow-run.<uuid>`` (``{{ event.resource.id }}``), which is resolved to our run id by
-the run-id convention of ``new_run_id``.
+the run-id convention of ``bananaflow.runid``.
 """
 
 from __future__ import annotations
@@ -23,21 +23,24 @@ from prefect.artifacts import acreate_image_artifact, acreate_markdown_artifact
 from prefect.exceptions import ObjectNotFound
 from prefect.flow_runs import FlowPauseTimeout, apause_flow_run
 from prefect.input import RunInput
+from prefect.runtime import flow_run
 from pydantic import BaseModel, Field, create_model
 
-from bananaflow import promotion
+from bananaflow import promotion, standin
 from bananaflow.chain import open_context
 from bananaflow.config import Settings, load_settings
-from bananaflow.emulator.embedded import embedded_emulator
 from bananaflow.errors import BananaflowError, InputError
 from bananaflow.models import ImageSize
 from bananaflow.preflight import check_prices
 from bananaflow.promotion import DevRun, PromotionSummary
 from bananaflow.records import ManifestRow, RunSummary
-from flows.generate import global_limiters, new_run_id, render_all
-from tasks.promote import link_dev_rows, read_dev_run
-from tasks.report import MAX_INLINE_SHEET, publish_report
-from tasks.route import route_jobs
+from bananaflow.render import render_all
+from bananaflow.runid import new_run_id
+from bananaflow.tasks.chain import CHAIN
+from bananaflow.tasks.limits import global_limiters
+from bananaflow.tasks.promote import link_dev_rows, read_dev_run
+from bananaflow.tasks.report import MAX_INLINE_SHEET, ProgressArtifact, publish_report
+from bananaflow.tasks.route import route_jobs
 
 
 class PromoteParameters(BaseModel):
@@ -119,18 +122,25 @@ async def render_in_prod(settings: Settings, plan: promotion.PromotionPlan) -> R
     """The generate flow's rendering, on prod settings, with the dev origin on every row."""
     decisions = route_jobs(plan.jobs, settings.stage, settings.route)
     check_prices(settings, plan.jobs, decisions)
-    with embedded_emulator(settings) as (settings, _emulator):
-        ctx = open_context(
-            settings,
-            new_run_id(),
-            {b for d in decisions for b in d.backends},
-            limiter_for=global_limiters(settings, decisions),
+    settings = standin.apply(settings)
+    ctx = open_context(
+        settings,
+        new_run_id(flow_run.get_id()),
+        {b for d in decisions for b in d.backends},
+        limiter_for=global_limiters(settings, decisions),
+    )
+    try:
+        rows = await render_all(
+            ctx,
+            plan.jobs,
+            decisions,
+            CHAIN,
+            ProgressArtifact(len(plan.jobs)),
+            lineage=plan.prod_lineage(),
         )
-        try:
-            rows = await render_all(ctx, plan.jobs, decisions, lineage=plan.prod_lineage())
-            return await publish_report(ctx, rows)
-        finally:
-            await ctx.aclose()
+        return await publish_report(ctx, rows)
+    finally:
+        await ctx.aclose()
 
 
 # ------------------------------------------------------------------------------- steps

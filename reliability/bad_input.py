@@ -426,7 +426,7 @@ def _run_subprocess(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[in
 def _run_in_process(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
     from typer.testing import CliRunner
 
-    from bananaflow.cli import app
+    from bananaflow.cli.app import app
 
     # The CLI adds a stderr handler per call; in-process calls would pile up handlers bound to
     # the runner's closed streams, so each invocation gets the logger back as it found it.

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from bananaflow.chain import master_key, model_for
 from bananaflow.config import load_settings
-from bananaflow.manifest import read_manifest
+from bananaflow.manifest import read_manifest, run_ids
 from bananaflow.preflight import plan_jobs
 from bananaflow.records import ManifestRow
 from bananaflow.storage import Store
@@ -63,10 +63,6 @@ class CrashResult(BaseModel):
     second_generation_requests: int
     second_requests_for_finished: int
     stderr_tail: str = ""
-
-
-def _run_ids(store: Store) -> list[str]:
-    return sorted({p.split("/")[1] for p in store.list("runs") if p.count("/") >= 2})
 
 
 def _rows(store: Store, run_id: str) -> list[ManifestRow]:
@@ -170,7 +166,7 @@ def run_crash_scenario(
         if scenario == "sigkill":
 
             def some_rows() -> bool:
-                ids = _run_ids(store)
+                ids = run_ids(store)
                 return bool(ids) and len(_rows(store, ids[-1])) >= third
 
             hit = _wait_for(proc, some_rows)
@@ -191,16 +187,16 @@ def run_crash_scenario(
                 else "run ended first"
             )
         first_exit, first_err = _finish(proc)
-        ids = _run_ids(store)
+        ids = run_ids(store)
         first = _rows(store, ids[-1]) if ids else []
-        indexed = {p for p, k in keys.items() if store.exists(f"index/masters/{k}.json")}
+        indexed = {p for p, k in keys.items() if store.exists(f"ledger/jobs/{k}/paid.json")}
         finished = {r.prompt for r in first if r.status == "uploaded"} | indexed
 
         # ---- second run, undisturbed
         seen = len(emu.requests())
         proc = start()
         second_exit, second_err = _finish(proc)
-        ids = _run_ids(store)
+        ids = run_ids(store)
         second = _rows(store, ids[-1]) if ids else []
         by_prompt = generation_requests_by_prompt(emu.requests()[seen:])
         return CrashResult(

@@ -12,7 +12,7 @@ from bananaflow.records import RunSummary
 
 
 async def _run(params: Any) -> tuple[RunSummary, UUID | None]:
-    from flows.generate import generate_images
+    from bananaflow.flows.generate import generate_images
 
     state = await generate_images(params, return_state=True)
     result = state.result()
@@ -25,7 +25,7 @@ def run_flow(
     config: Path | str, *, batch_file: Path | str | None = None, prompts: list[str] | None = None
 ) -> tuple[RunSummary, UUID | None]:
     """``generate_images`` as ``bananaflow generate`` runs it; raises what the flow raised."""
-    from flows.generate import GenerateParameters
+    from bananaflow.parameters import GenerateParameters
 
     params = GenerateParameters(
         config=str(config),

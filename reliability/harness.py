@@ -363,7 +363,7 @@ def write_batch(path: Path, specs: list[dict[str, Any]]) -> Path:
 
 def cli_command(*args: str) -> list[str]:
     """``bananaflow …`` as a subprocess command line (the installed entry point's module)."""
-    return [sys.executable, "-m", "bananaflow.cli", *args]
+    return [sys.executable, "-m", "bananaflow.cli.app", *args]
 
 
 def subprocess_env(api_url: str, **extra: str) -> dict[str, str]:

@@ -180,7 +180,7 @@ def _seed_existing(
     """
     identical, conflicting = seed_rows[:n_identical], seed_rows[n_identical:]
     for row in seed_rows:
-        store.delete(f"index/done/{row.output_key}.json")
+        store.delete(f"ledger/done/{row.output_key}.json")
     for row in conflicting:
         path = store.relative(row.uri)
         assert path is not None
@@ -377,7 +377,7 @@ def _master_indexed(store: Store, row: ManifestRow) -> bool:
     if backend is None:
         return False
     model = row.model or "gemini-3-pro-image"
-    return store.exists(f"index/masters/{master_key(_job_of(row), backend, model)}.json")
+    return store.exists(f"ledger/jobs/{master_key(_job_of(row), backend, model)}/paid.json")
 
 
 def _objects_per_job(objects: list[dict[str, Any]]) -> tuple[Counter[str], Counter[str]]:

@@ -15,6 +15,7 @@ from prefect.concurrency.asyncio import concurrency, rate_limit
 from bananaflow.config import Settings
 from bananaflow.errors import ConfigError
 from bananaflow.models import BackendName
+from bananaflow.routing import RouteDecision
 
 
 def limit_names(settings: Settings, backend: BackendName) -> tuple[str, str]:
@@ -42,3 +43,13 @@ class PrefectGlobalLimiter:
                     fix="run `bananaflow setup --config <stage>` against this Prefect server",
                 ) from None
             raise
+
+
+def global_limiters(
+    settings: Settings, decisions: list[RouteDecision]
+) -> dict[BackendName, PrefectGlobalLimiter]:
+    """The fleet-wide gates for every backend a run may touch; none in per-process mode."""
+    if settings.limits.mode != "global":
+        return {}
+    names = {b for d in decisions for b in d.backends}
+    return {name: PrefectGlobalLimiter(settings, name) for name in names}

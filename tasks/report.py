@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from uuid import UUID
 
 from prefect import task
@@ -18,8 +20,11 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 
 from bananaflow.chain import ChainContext
+from bananaflow.errors import BananaflowError
 from bananaflow.imaging import contact_sheet
 from bananaflow.records import ManifestRow, RunSummary
+
+log = logging.getLogger("bananaflow")
 
 # Data URIs are stored in Prefect's database: keep the inline preview small.
 MAX_INLINE_SHEET = 1_500_000
@@ -30,14 +35,27 @@ MAX_SHEET_IMAGES = 64
 
 
 class ProgressArtifact:
-    """A progress bar that follows jobs as they finish."""
+    """A progress bar that follows jobs as they finish, and always ends at the true count.
 
-    def __init__(self, total: int, min_interval_s: float = 1.0):
+    Updates are sent one at a time under a lock, each carrying the count at the moment it is
+    sent: concurrent jobs used to race their REST calls, and an older "50 %" could land after
+    "100 %", so a finished run showed half done in the UI.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        min_interval_s: float = 1.0,
+        send: Callable[..., Awaitable[object]] = aupdate_progress_artifact,
+    ):
         self.total = max(total, 1)
+        self._update = send
         self.done = 0
         self.id: UUID | None = None
         self.min_interval_s = min_interval_s
         self._last = 0.0
+        self._sent = -1
+        self._lock = asyncio.Lock()
 
     async def start(self, run_id: str) -> None:
         self.id = await acreate_progress_artifact(
@@ -51,18 +69,33 @@ class ProgressArtifact:
         cost the server more CPU than the image's own compress step.
         """
         self.done += 1
-        now = time.monotonic()
-        if self.id is None or (self.done < self.total and now - self._last < self.min_interval_s):
+        if time.monotonic() - self._last >= self.min_interval_s:
+            await self._send()
+
+    async def finish(self) -> None:
+        """The last word: the count of every job that finished, sent even if throttled."""
+        await self._send()
+
+    async def _send(self) -> None:
+        if self.id is None:
             return
-        self._last = now
-        await aupdate_progress_artifact(self.id, progress=100.0 * self.done / self.total)
+        async with self._lock:
+            done = self.done
+            if done == self._sent:
+                return
+            self._last = time.monotonic()
+            await self._update(self.id, progress=100.0 * done / self.total)
+            self._sent = done
 
 
 def _thumbnail_bytes(ctx: ChainContext, row: ManifestRow) -> bytes | None:
     if row.status != "uploaded":
         return None
-    path = ctx.store.relative((row.thumbnail_uris or [row.uri])[0])
-    return ctx.store.get(path) if path else None
+    path = (row.thumbnail_paths or [row.path])[0] or ctx.store.relative(row.uri)
+    try:
+        return ctx.store.get(path) if path else None
+    except FileNotFoundError:  # deleted since: the sheet shows the others
+        return None
 
 
 def summary_markdown(summary: RunSummary) -> str:
@@ -103,8 +136,16 @@ def write_contact_sheet(ctx: ChainContext, rows: list[ManifestRow]) -> tuple[str
 
 @task(name="publish_report", cache_policy=NO_CACHE)
 async def publish_report(ctx: ChainContext, rows: list[ManifestRow]) -> RunSummary:
-    manifest_uri = await asyncio.to_thread(ctx.manifest.close)
-    sheet = await asyncio.to_thread(write_contact_sheet, ctx, rows)
+    try:
+        manifest_uri = await asyncio.to_thread(ctx.manifest.close)
+    except BananaflowError as err:  # storage full or gone: the summary still says what happened
+        log.warning("%s", err)
+        manifest_uri = f"(not written: {ctx.manifest.path} in {ctx.store.url})"
+    try:
+        sheet = await asyncio.to_thread(write_contact_sheet, ctx, rows)
+    except (OSError, BananaflowError) as err:
+        log.warning("contact sheet not written (%s)", err)
+        sheet = None
     summary = RunSummary.from_rows(
         ctx.run_id, ctx.settings.stage, manifest_uri, rows, sheet[0] if sheet else None
     )

@@ -11,14 +11,14 @@ from prefect.client.schemas.objects import State
 from bananaflow.chain import ChainContext, upload_derivative
 from bananaflow.expand import ImageJob
 from bananaflow.records import CompressedRef, MasterRef
-from bananaflow.storage import StorageConflict
+from bananaflow.storage import StorageConflict, StorageFull
 
 
 def _worth_retrying(task: object, task_run: object, state: State) -> bool:
-    """A conflict (different bytes under the name) is an answer, not an outage."""
+    """A conflict (different bytes under the name) or a full store is an answer, not an outage."""
     # _sync: this is called inside the async engine, where State.result returns a coroutine.
     outcome = state.result(raise_on_failure=False, _sync=True)  # type: ignore[call-arg]
-    return isinstance(outcome, Exception) and not isinstance(outcome, StorageConflict)
+    return isinstance(outcome, Exception) and not isinstance(outcome, StorageConflict | StorageFull)
 
 
 @task(

@@ -8,6 +8,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 pytest_plugins = [
     "fixtures.emulator",
     "fixtures.gcs",
+    "fixtures.pipeline",
     "fixtures.prefect",
 ]
 

@@ -228,11 +228,13 @@ async def test_parser_skips_thought_parts_and_finds_the_image_after_text(
         )
     payload = r.json()
     parts = payload["candidates"][0]["content"]["parts"]
-    assert parts[0].get("thought") is True and "text" in parts[1] and "inlineData" in parts[2]
+    answer = [p for p in parts if not p.get("thought")]
+    assert parts[0].get("thought") is True
+    assert "text" in answer[0] and "inlineData" in answer[-1]
     image = wire.parse_generate_response(payload, backend="aistudio", model="m")
     assert image.text == CHATTER and THOUGHT not in (image.text or "")
-    assert image.data == base64.b64decode(parts[2]["inlineData"]["data"])
-    assert image.thought_signature == parts[2]["thoughtSignature"]
+    assert image.data == base64.b64decode(answer[-1]["inlineData"]["data"])
+    assert image.thought_signature == answer[-1]["thoughtSignature"]
     assert image.usage.thoughts_tokens > 0
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bananaflow.cli import app
+from bananaflow.cli.app import app
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -20,7 +20,7 @@ def test_demo_command_on_the_embedded_default_lands_images(tmp_path: Path) -> No
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
     proc = subprocess.run(
-        [sys.executable, "-m", "bananaflow.cli", "generate", "--demo"],
+        [sys.executable, "-m", "bananaflow.cli.app", "generate", "--demo"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -15,10 +15,10 @@ from PIL import Image
 from bananaflow import comparison
 from bananaflow.comparison import BackendStats, ComparisonReport
 from bananaflow.expand import ImageJob, compute_job_id
+from bananaflow.flows.compare import CompareParameters, compare
 from bananaflow.manifest import read_manifest
 from bananaflow.records import ManifestRow, RouteAttempt
 from bananaflow.storage import Store
-from flows.compare import CompareParameters, compare
 
 # --------------------------------------------------------------------------- statistics
 

@@ -80,3 +80,62 @@ def test_vertex_endpoint_global_and_regional() -> None:
     assert s.backends.vertex.endpoint() == "https://aiplatform.googleapis.com"
     s2 = load_settings("prod", {"backends.vertex.location": "europe-west4"}, environ={})
     assert s2.backends.vertex.endpoint() == "https://europe-west4-aiplatform.googleapis.com"
+
+
+# --------------------------------------------------------------------------- numbers
+
+BAD_NUMBERS = [
+    ("generate: {timeouts: {read_s: {1K: 0}}}", "generate.timeouts.read_s.1K", "number above 0"),
+    ("generate: {timeouts: {connect_s: .inf}}", "generate.timeouts.connect_s", "finite number"),
+    ("generate:\n  retry:\n    deadline_s: .nan\n", "generate.retry.deadline_s", "finite number"),
+    ("generate:\n  retry:\n    max_delay_s: .inf\n", "generate.retry.max_delay_s", "finite number"),
+    ("generate:\n  max_response_mb: 0\n", "generate.max_response_mb", "number above 0"),
+    ("compress:\n  thumbnails: [256, 0]\n", "compress.thumbnails.1", "number above 0"),
+    ("prices:\n  m: {1K: -0.1}\n", "prices.m.1K", "number of at least 0"),
+    ("prices:\n  m: {4K: .inf}\n", "prices.m.4K", "finite number"),
+    ("budget:\n  max_usd: .inf\n", "budget.max_usd", "finite number"),
+    ("emulator:\n  time_scale: .inf\n", "emulator.time_scale", "finite number"),
+    (
+        "emulator:\n  profiles:\n    vertex:\n      latency_s: {1K: [-1, 2]}\n",
+        "emulator.profiles.vertex.latency_s.1K.0",
+        "number of at least 0",
+    ),
+    (
+        "emulator:\n  profiles:\n    aistudio:\n      latency_s: {1K: [1, 2]}\n"
+        "      requests_per_minute: 0\n",
+        "emulator.profiles.aistudio.requests_per_minute",
+        "number of at least 1",
+    ),
+    (
+        "emulator:\n  profiles:\n    aistudio:\n      latency_s: {1K: [1, 2]}\n"
+        "      error_rates: {503: 1.5}\n",
+        "emulator.profiles.aistudio.error_rates.503",
+        "number of at most 1",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "field", "fix"), BAD_NUMBERS, ids=[b[1] for b in BAD_NUMBERS])
+def test_impossible_numbers_name_the_field_and_the_fix(
+    tmp_path: Path, text: str, field: str, fix: str
+) -> None:
+    cfg = write(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        load_settings(cfg, environ={})
+    msg = str(e.value)
+    assert e.value.field == field and str(cfg) in msg and f"Fix: use a {fix}" in msg
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1"])
+def test_a_budget_from_env_must_be_a_finite_amount(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_settings(write(tmp_path, ""), environ={"BANANAFLOW_BUDGET__MAX_USD": value})
+    assert e.value.field == "budget.max_usd"
+    assert "env BANANAFLOW_BUDGET__MAX_USD" in str(e.value)
+
+
+def test_a_zero_budget_still_means_spend_nothing(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, "budget:\n  max_usd: 0\n"), environ={})
+    assert s.budget.max_usd == 0
+    assert load_settings(write(tmp_path, "emulator:\n  time_scale: 0\n"), environ={})

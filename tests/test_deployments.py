@@ -38,12 +38,12 @@ import pytest
 import yaml
 
 from bananaflow.config import load_settings
+from bananaflow.deployments.setup import DEFAULT_POOL, limit_specs
 from bananaflow.emulator.control import EmulatorControl
 from bananaflow.emulator.credentials import write_service_account_file
 from bananaflow.manifest import read_manifest
 from bananaflow.preflight import plan_jobs
 from bananaflow.storage import Store
-from deployments.setup import DEFAULT_POOL, limit_specs
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -149,7 +149,7 @@ def _planned(n: int, **overrides: Any) -> tuple[Any, list[Any], list[Any]]:
 
 
 def test_split_never_hands_chunks_more_than_the_budget() -> None:
-    from flows.scale import split
+    from bananaflow.chunking import split
 
     _, jobs, decisions = _planned(7)
     unlimited = split(jobs, decisions, 3, load_settings("local"))
@@ -167,7 +167,7 @@ def test_split_never_hands_chunks_more_than_the_budget() -> None:
 
 def test_roll_up_lists_every_job_once_and_says_which_chunk_never_ran(tmp_path: Path) -> None:
     from bananaflow.chain import base_row, open_context
-    from flows.scale import ChunkRun, roll_up, split
+    from bananaflow.chunking import ChunkRun, roll_up, split
 
     settings, jobs, decisions = _planned(5, **{"storage.url": f"file://{tmp_path}/out"})
     chunks = split(jobs, decisions, 3, settings)

@@ -501,7 +501,9 @@ def test_snake_case_input_is_accepted_and_output_is_camel_case(emu: EmulatorHand
 def test_image_modality_only_drops_the_text_part(emu: EmulatorHandle) -> None:
     r = studio(emu, body(responseModalities=["IMAGE"]))
     parts = r.json()["candidates"][0]["content"]["parts"]
-    assert [("inlineData" in p) for p in parts] == [True]
+    answer = [p for p in parts if not p.get("thought")]  # the Pro model's draft is a thought
+    assert [("inlineData" in p) for p in answer] == [True]
+    assert all("text" not in p for p in parts)
 
 
 def test_reference_images_change_the_result(emu: EmulatorHandle) -> None:
@@ -562,9 +564,14 @@ def test_success_shape_aistudio(emu: EmulatorHandle) -> None:
     cand = data["candidates"][0]
     parts = cand["content"]["parts"]
     assert parts[0] == {"text": parts[0]["text"], "thought": True}
-    assert parts[1]["text"] == "Here is your image." and parts[1]["thoughtSignature"]
-    assert parts[2]["inlineData"]["mimeType"] == "image/jpeg" and parts[2]["thoughtSignature"]
-    base64.b64decode(parts[2]["thoughtSignature"], validate=True)
+    # The Pro model's interim image: a thought, unsigned, smaller than the answer.
+    assert parts[1]["thought"] is True and "thoughtSignature" not in parts[1]
+    draft = pil(base64.b64decode(parts[1]["inlineData"]["data"]))
+    assert draft.size == (256, 256)
+    assert parts[2]["text"] == "Here is your image." and parts[2]["thoughtSignature"]
+    assert parts[3]["inlineData"]["mimeType"] == "image/jpeg" and parts[3]["thoughtSignature"]
+    assert "thought" not in parts[3]
+    base64.b64decode(parts[3]["thoughtSignature"], validate=True)
     assert cand["finishReason"] == "STOP" and cand["content"]["role"] == "model"
     usage = data["usageMetadata"]
     assert usage["candidatesTokenCount"] == 1120
@@ -575,6 +582,9 @@ def test_success_shape_aistudio(emu: EmulatorHandle) -> None:
     )
     assert data["modelVersion"] == "gemini-3-pro-image" and data["responseId"]
     assert "createTime" not in data and "trafficType" not in usage
+    # Not a field of the SDK's GenerateContentResponseUsageMetadata: the tier is a header.
+    assert "serviceTier" not in usage and r.headers["x-gemini-service-tier"] == "standard"
+    assert "safetyRatings" not in cand
 
 
 def test_success_shape_vertex_png_by_default(emu: EmulatorHandle, token: str) -> None:
@@ -623,8 +633,8 @@ def test_stream_with_alt_sse_is_one_event_stream_chunk(emu: EmulatorHandle) -> N
     r = studio(emu, body(), op="streamGenerateContent", query="?alt=sse")
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/event-stream")
-    assert r.text.startswith("data: ") and r.text.endswith("\n\n")
-    events = [e for e in r.text.split("\n\n") if e]
+    assert r.text.startswith("data: ") and r.text.endswith("}\r\n\r\n")  # live framing
+    events = [e for e in r.text.split("\r\n\r\n") if e]
     assert len(events) == 1
     chunk = json.loads(events[0].removeprefix("data: "))
     assert chunk["candidates"][0]["finishReason"] == "STOP"
@@ -701,7 +711,13 @@ def test_aistudio_rpm_quota_429_with_quota_failure_and_retry_info(emulator_facto
 
 
 def test_vertex_quota_429_is_plain(emulator_factory) -> None:
-    emu = handle(emulator_factory(profiles={"vertex": {"requests_per_minute": 1}}))
+    # A real-length minute and no latency: the window cannot age out however slow the render.
+    emu = handle(
+        emulator_factory(
+            time_scale=1.0,
+            profiles={"vertex": {"requests_per_minute": 1, "latency_s": {"1K": (0, 0)}}},
+        )
+    )
     token = emu.bearer_token()
     assert vertex(emu, body(), token).status_code == 200
     r = vertex(emu, body(), token)
@@ -926,7 +942,12 @@ def test_request_log_has_urls_as_sent_and_never_secrets(emu: EmulatorHandle, tok
 
 
 def test_reset_clears_state_but_tokens_stay_valid(emulator_factory) -> None:
-    emu = handle(emulator_factory(profiles={"vertex": {"requests_per_minute": 1}}))
+    emu = handle(
+        emulator_factory(
+            time_scale=1.0,
+            profiles={"vertex": {"requests_per_minute": 1, "latency_s": {"1K": (0, 0)}}},
+        )
+    )
     token = emu.bearer_token()
     assert vertex(emu, body(), token).status_code == 200
     assert vertex(emu, body(), token).status_code == 429

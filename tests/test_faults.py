@@ -28,7 +28,7 @@ from bananaflow.emulator.faults import ForcedFault
 from bananaflow.emulator.pipeline import RANDOM_IMAGE_FAULTS
 from bananaflow.emulator.server import EmulatorServer
 from bananaflow.errors import BananaflowError
-from bananaflow.manifest import CompletionIndex, ManifestWriter, read_manifest
+from bananaflow.manifest import ManifestWriter, read_manifest
 from bananaflow.models import ImageRequest
 from bananaflow.records import ManifestRow
 from bananaflow.storage import Store, is_transient_storage_error, retry_transient
@@ -209,15 +209,6 @@ def test_close_fails_loudly_when_rows_still_cannot_be_written(tmp_path: Path) ->
     writer.append(_row("a"))
     with pytest.raises(BananaflowError, match="1 row"):
         writer.close()
-
-
-def test_a_broken_done_entry_is_treated_as_absent_not_fatal(tmp_path: Path) -> None:
-    store = Store(str(tmp_path))
-    store.write_text("index/done/k1.json", '{"half": ')
-    assert CompletionIndex(store).get_done("k1") is None  # the job goes on to the master lookup
-    store.write_text("index/masters/k1.json", '{"half": ')
-    with pytest.raises(BananaflowError, match="corrupt index entry"):  # that one stays strict
-        CompletionIndex(store).get_master("k1")
 
 
 def test_transient_storage_errors_are_retried_final_answers_are_not() -> None:

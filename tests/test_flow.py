@@ -12,53 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
+from bananaflow.flows.generate import generate_images
 from bananaflow.imaging import read_digital_source_type
 from bananaflow.manifest import read_manifest
+from bananaflow.parameters import GenerateParameters
 from bananaflow.records import RunSummary
 from bananaflow.storage import Store
-from flows.generate import GenerateParameters, generate_images
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-@pytest.fixture
-def make_config(tmp_path: Path, emu, service_account_file: Path, api_key: str):
-    """Write a config that points both backends at the emulator; returns (path, output URL)."""
-
-    def make(**over: Any) -> tuple[str, str]:
-        out = f"file://{tmp_path}/out"
-        base = {
-            "stage": "dev",
-            "backends": {
-                "aistudio": {"base_url": emu.url, "api_key": api_key},
-                "vertex": {
-                    "base_url": emu.url,
-                    "project": emu.settings.project,
-                    "credentials_file": str(service_account_file),
-                },
-            },
-            "generate": {
-                "retry": {"initial_delay_s": 0.01, "max_delay_s": 0.05, "max_attempts": 3},
-                "timeouts": {"read_s": {"1K": 10, "2K": 10, "4K": 20}},
-            },
-            "compress": {"format": "jpeg", "quality": 80, "thumbnails": [128]},
-            "storage": {"url": out},
-        }
-        cfg = _merge(base, over)
-        path = tmp_path / f"cfg-{len(list(tmp_path.glob('cfg-*')))}.yaml"
-        path.write_text(yaml.safe_dump(cfg))
-        return str(path), cfg["storage"]["url"]
-
-    return make
 
 
 def run(config: str, prompts: list[str], **kw: Any) -> RunSummary:

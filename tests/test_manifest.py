@@ -12,8 +12,8 @@ from typing import Any
 import fsspec
 import pytest
 
-from bananaflow.errors import BananaflowError, InputError
-from bananaflow.manifest import CompletionIndex, ManifestWriter, read_manifest
+from bananaflow.errors import InputError
+from bananaflow.manifest import ManifestWriter, read_manifest
 from bananaflow.records import ManifestRow, MasterRef
 from bananaflow.storage import Store
 
@@ -169,34 +169,3 @@ def master_ref(store: Store) -> MasterRef:
         model="gemini-3-pro-image",
         estimated_usd=0.134,
     )
-
-
-def test_completion_index_round_trip(store_factory: Any) -> None:
-    store = store_factory()
-    index = CompletionIndex(store)
-    assert index.get_master("k1") is None
-    assert index.get_done("k1") is None
-    ref = master_ref(store)
-    index.put_master("k1", ref)
-    done = row("j1", output_key="k1", uri=store.uri("images/ab/x.webp"))
-    index.put_done(done)
-    fresh = CompletionIndex(store_factory())  # as a re-run in a new process sees it
-    assert fresh.get_master("k1") == ref
-    assert fresh.get_done("k1") == done
-    assert store.exists("index/masters/k1.json") and store.exists("index/done/k1.json")
-    assert fresh.get_master("k2") is None
-
-
-def test_only_uploaded_jobs_count_as_done(tmp_path: Path) -> None:
-    index = CompletionIndex(Store(str(tmp_path)))
-    for status in ("failed", "refused", "skipped_budget"):
-        with pytest.raises(ValueError):
-            index.put_done(row("j", status))
-    assert index.get_done("key-j") is None
-
-
-def test_corrupt_index_entry_is_loud(tmp_path: Path) -> None:
-    store = Store(str(tmp_path))
-    store.write_text("index/masters/k1.json", '{"uri": "half a')
-    with pytest.raises(BananaflowError, match="corrupt index entry"):
-        CompletionIndex(store).get_master("k1")

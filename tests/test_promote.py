@@ -22,11 +22,12 @@ import yaml
 from bananaflow import promotion
 from bananaflow.errors import InputError
 from bananaflow.expand import compute_job_id
+from bananaflow.flows.generate import generate_images
+from bananaflow.flows.promote import PromoteParameters, promote
 from bananaflow.manifest import ManifestWriter, read_manifest
+from bananaflow.parameters import GenerateParameters
 from bananaflow.records import ManifestRow, RunSummary
 from bananaflow.storage import Store
-from flows.generate import GenerateParameters, generate_images
-from flows.promote import PromoteParameters, promote
 
 # --------------------------------------------------------------------------- core rules
 

@@ -225,3 +225,22 @@ def test_retry_verdicts_come_from_the_error_classes() -> None:
 def test_real_asyncio_sleep_default_works_with_tiny_waits() -> None:
     fn, _ = script([Unavailable("x"), "ok"])
     assert run(retry_async(fn, policy(initial_delay_s=0.001))) == ("ok", 2)
+
+
+def test_an_attempt_sees_what_is_left_of_the_deadline() -> None:
+    """The policy's own clock (real time in attempts + waits asked for) tells each attempt."""
+    from bananaflow.retry import remaining_s
+
+    seen: list[float | None] = []
+
+    async def fn() -> str:
+        seen.append(remaining_s())
+        if len(seen) < 3:
+            raise Unavailable("busy")
+        return "ok"
+
+    assert remaining_s() is None
+    result = run(retry_async(fn, policy(deadline_s=100.0, initial_delay_s=10.0), sleep=Recorder()))
+    assert result == ("ok", 3)
+    assert seen == [pytest.approx(100, abs=1), pytest.approx(90, abs=1), pytest.approx(70, abs=1)]
+    assert remaining_s() is None

@@ -19,8 +19,9 @@ import pytest
 import yaml
 
 from bananaflow.config import load_settings
-from deployments.setup import limit_specs
-from flows.generate import GenerateParameters, generate_images
+from bananaflow.deployments.setup import limit_specs
+from bananaflow.flows.generate import generate_images
+from bananaflow.parameters import GenerateParameters
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -35,7 +36,7 @@ def api_url() -> str:
 
 def bananaflow(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bananaflow.cli", *args],
+        [sys.executable, "-m", "bananaflow.cli.app", *args],
         cwd=REPO,
         env=env if env is not None else {**os.environ, "PREFECT_API_URL": api_url()},
         capture_output=True,

@@ -7,7 +7,7 @@ import asyncio
 from prefect.states import Failed
 
 from bananaflow.storage import StorageConflict
-from tasks.upload import _worth_retrying
+from bananaflow.tasks.upload import _worth_retrying
 
 
 def test_upload_retries_outages_but_not_conflicts_inside_the_async_engine() -> None:
@@ -19,3 +19,33 @@ def test_upload_retries_outages_but_not_conflicts_inside_the_async_engine() -> N
         return _worth_retrying(None, None, conflict), _worth_retrying(None, None, outage)
 
     assert asyncio.run(verdicts()) == (False, True)
+
+
+def test_progress_ends_at_the_true_count_even_when_an_early_update_is_slow() -> None:
+    """Concurrent jobs used to race their updates, so a late "50 %" overwrote "100 %"."""
+    from uuid import uuid4
+
+    from bananaflow.tasks.report import ProgressArtifact
+
+    sent: list[float] = []
+    first_may_finish = asyncio.Event()
+
+    async def send(_artifact_id: object, *, progress: float) -> None:
+        if not sent and progress < 100.0:
+            await first_may_finish.wait()  # the first update is stuck on a slow connection
+        sent.append(progress)
+
+    async def scenario() -> None:
+        bar = ProgressArtifact(2, min_interval_s=0.0, send=send)
+        bar.id = uuid4()
+        slow = asyncio.create_task(bar.advance())  # job 1 of 2: its update hangs
+        await asyncio.sleep(0)
+        second = asyncio.create_task(bar.advance())  # job 2 of 2 finishes meanwhile
+        await asyncio.sleep(0)
+        first_may_finish.set()
+        await asyncio.gather(slow, second)
+        await bar.finish()
+
+    asyncio.run(scenario())
+    assert sent[-1] == 100.0
+    assert sent == sorted(sent)  # never goes backwards

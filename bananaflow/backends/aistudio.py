@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from bananaflow.backends.base import HttpBackend
+from bananaflow.backends.base import HttpBackend, Reply
 from bananaflow.config import Settings
 from bananaflow.errors import InputError, Unsupported
 from bananaflow.models import ImageRequest, UpscaledImage
@@ -66,9 +66,10 @@ class AIStudioBackend(HttpBackend):
     def _secrets(self) -> list[str | None]:
         return [self._api_key.get_secret_value()]
 
-    async def _send(self, url: str, body: dict[str, Any], timeout: httpx.Timeout) -> httpx.Response:
+    async def _send(self, url: str, body: dict[str, Any], timeout: httpx.Timeout) -> Reply:
         headers = self._json_headers()
         headers["x-goog-api-key"] = self._api_key.get_secret_value()
-        response = await self._post(url, self._encode(body), headers, timeout)
-        self._raise_for_status(response)
-        return response
+        secrets = self._secrets()
+        reply = await self._post(url, self._encode(body), headers, timeout, secrets)
+        self._raise_for_status(reply, secrets)
+        return reply

@@ -25,6 +25,7 @@ from google.oauth2 import service_account
 
 from bananaflow.config import VertexSettings
 from bananaflow.errors import AuthError, ConfigError, Unavailable
+from bananaflow.redact import redact
 
 SCOPES: tuple[str, ...] = ("https://www.googleapis.com/auth/cloud-platform",)
 
@@ -106,9 +107,12 @@ def _from_adc() -> google.auth.credentials.Credentials:
 
 
 def _refresh_error_text(err: Exception) -> str:
-    """google-auth puts (message, response_body) in args; the message is enough."""
+    """google-auth puts (message, response_body) in args; the message is enough.
+
+    It is the token endpoint's own words, which may quote the assertion or a token back.
+    """
     first = err.args[0] if err.args else err.__class__.__name__
-    text = str(first).strip() or err.__class__.__name__
+    text = redact(str(first).strip()) or err.__class__.__name__
     return text[:300]
 
 

@@ -7,7 +7,13 @@ by one policy. Everything that can go wrong comes out as a typed error from
 
 Timeouts live on httpx because only a socket timeout can cut a blocked read: the read timeout
 depends on the image size (4K takes several times longer than 1K), upscale and text calls have
-their own.
+their own. Socket timeouts measure silence, though, so a server trickling a byte now and then
+never trips them: every attempt also runs under one overall budget (connect + read timeout, and
+never past what is left of ``generate.retry.deadline_s``) that cancels it wherever it is.
+
+Bodies are streamed and counted *after* decompression: a 1 MiB gzip body can inflate to a
+gigabyte, so the cap (``generate.max_response_mb``) is checked chunk by chunk and the read is
+abandoned the moment it is passed.
 """
 
 from __future__ import annotations
@@ -17,17 +23,33 @@ import os
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import anyio
 import anyio.to_thread
 import httpx
 
 from bananaflow.backends import wire
-from bananaflow.backends.status import error_from_response, redact
+from bananaflow.backends.status import error_from_response
 from bananaflow.config import Settings, TimeoutSettings
-from bananaflow.errors import ConfigError, InputError, RequestTimedOut, Unavailable
-from bananaflow.models import BackendName, GeneratedImage, ImageRequest, UpscaledImage
+from bananaflow.errors import (
+    ConfigError,
+    InputError,
+    RequestTimedOut,
+    ResponseTooLarge,
+    Unavailable,
+)
+from bananaflow.models import (
+    BackendName,
+    GeneratedImage,
+    ImageRequest,
+    UpscaledImage,
+    is_blank_text,
+)
+from bananaflow.redact import redact
+from bananaflow.retry import remaining_s
 
 T = TypeVar("T")
 
@@ -37,8 +59,25 @@ _THREAD_PARSE_BYTES = 1_000_000
 # Parsing holds the GIL, so more parses at once than cores gain nothing; each holds the JSON text
 # and the decoded image (~45 MB for a 4K Vertex PNG), so 20 at once cost ~0.9 GB.
 _PARSE_SLOTS = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
+# An error body only has to carry a google.rpc.Status; past this it is a proxy's page or junk,
+# and the status code already decides what happens, so the rest is not read.
+_ERROR_BODY_BYTES = 1 << 20
 
-__all__ = ["HttpBackend", "ImageBackend"]
+__all__ = ["HttpBackend", "ImageBackend", "Reply"]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One HTTP answer, read in full (and within bounds) before the connection is released."""
+
+    status_code: int
+    headers: httpx.Headers
+    reason_phrase: str
+    content: bytes
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
 
 
 class ImageBackend(ABC):
@@ -79,6 +118,7 @@ class HttpBackend(ImageBackend):
     def __init__(self, settings: Settings, client: httpx.AsyncClient, *, owns_client: bool) -> None:
         self.settings = settings
         self._timeouts: TimeoutSettings = settings.generate.timeouts
+        self._max_body = int(settings.generate.max_response_mb * 1024 * 1024)
         self._client = client
         self._owns_client = owns_client
 
@@ -100,32 +140,37 @@ class HttpBackend(ImageBackend):
         model = wire.model_id(request.model or self.model)
         body = wire.build_generate_body(request, vertex=self.name == "vertex")
         started = time.perf_counter()
-        response = await self._send(
+        reply = await self._exchange(
             self._model_url(model, "generateContent"),
             body,
-            self._timeout(self._timeouts.read_s[request.image_size]),
+            self._timeouts.read_s[request.image_size],
         )
         image = await self._parse(
-            response,
-            lambda payload: wire.parse_generate_response(payload, backend=self.name, model=model),
+            reply,
+            lambda payload, secrets: wire.parse_generate_response(
+                payload, backend=self.name, model=model, request=request, secrets=secrets
+            ),
         )
         image.latency_s = time.perf_counter() - started
         return image
 
     async def rewrite_prompt(self, prompt: str) -> str:
         """Ask the text model for a richer image prompt (one attempt, ``text_s`` timeout)."""
-        if not prompt.strip():
+        if is_blank_text(prompt):
             raise InputError("prompt", "prompt is blank", fix="pass the text to rewrite")
         if not wire.is_valid_model_id(self.text_model):
             raise InputError("text_model", f"{self.text_model!r} is not a model id")
         body = wire.build_text_body(prompt, wire.REWRITE_SYSTEM_INSTRUCTION)
-        response = await self._send(
+        reply = await self._exchange(
             self._model_url(wire.model_id(self.text_model), "generateContent"),
             body,
-            self._timeout(self._timeouts.text_s),
+            self._timeouts.text_s,
         )
         return await self._parse(
-            response, lambda payload: wire.parse_text_response(payload, backend=self.name)
+            reply,
+            lambda payload, secrets: wire.parse_text_response(
+                payload, backend=self.name, secrets=secrets
+            ),
         )
 
     async def aclose(self) -> None:
@@ -150,8 +195,8 @@ class HttpBackend(ImageBackend):
         """Strings that must never appear in an error message (key, token)."""
 
     @abstractmethod
-    async def _send(self, url: str, body: dict[str, Any], timeout: httpx.Timeout) -> httpx.Response:
-        """POST the body with this platform's auth; returns a 2xx response or raises."""
+    async def _send(self, url: str, body: dict[str, Any], timeout: httpx.Timeout) -> Reply:
+        """POST the body with this platform's auth; returns a 2xx reply or raises."""
 
     # ------------------------------------------------------------------ shared plumbing
 
@@ -162,16 +207,46 @@ class HttpBackend(ImageBackend):
             connect=self._timeouts.connect_s, read=read_s, write=read_s, pool=read_s
         )
 
+    async def _exchange(self, url: str, body: dict[str, Any], read_s: float) -> Reply:
+        """One attempt's whole request (auth, connect, send, headers, full body) in one budget.
+
+        A legitimate answer needs at most the time to connect plus the read timeout it is sized
+        for; past that, or past what is left of the retry deadline, the attempt is cancelled
+        wherever it is, so a trickled body cannot hold a job (or a paid-for slot) forever.
+        """
+        budget = self._timeouts.connect_s + read_s
+        why = f"connect {self._timeouts.connect_s}s + read {read_s}s"
+        left = remaining_s()
+        if left is not None and left < budget:
+            budget, why = left, "what was left of retry.deadline_s"
+        if budget <= 0:
+            raise RequestTimedOut(f"no time left for another attempt ({why})", backend=self.name)
+        with anyio.move_on_after(budget):
+            return await self._send(url, body, self._timeout(read_s))
+        raise RequestTimedOut(
+            f"attempt cut after {budget:.1f}s, the whole-request budget ({why})",
+            backend=self.name,
+        )
+
     async def _post(
         self,
         url: str,
         content: bytes,
         headers: dict[str, str],
         timeout: httpx.Timeout,
-    ) -> httpx.Response:
-        """One POST with transport failures mapped; the response may have any status."""
+        secrets: Sequence[str | None],
+    ) -> Reply:
+        """One POST, body read within the size cap, transport failures mapped; any status."""
         try:
-            return await self._client.post(url, content=content, headers=headers, timeout=timeout)
+            async with self._client.stream(
+                "POST", url, content=content, headers=headers, timeout=timeout
+            ) as response:
+                return Reply(
+                    response.status_code,
+                    response.headers,
+                    response.reason_phrase,
+                    await self._read_body(response),
+                )
         except httpx.TimeoutException as e:
             raise RequestTimedOut(
                 f"{e.__class__.__name__} after {self._which_timeout(e, timeout)}",
@@ -186,8 +261,31 @@ class HttpBackend(ImageBackend):
             ) from None
         except (httpx.TransportError, httpx.DecodingError) as e:
             # Connection refused/reset, peer closed mid-body, protocol errors: transient.
-            detail = redact(str(e) or e.__class__.__name__, self._secrets())[:300]
+            detail = redact(str(e) or e.__class__.__name__, secrets)[:300]
             raise Unavailable(f"{e.__class__.__name__}: {detail}", backend=self.name) from None
+
+    async def _read_body(self, response: httpx.Response) -> bytes:
+        """The decoded body, counted as it inflates; over the cap a 2xx answer is refused and
+        an error page is cut (its status already says what happened)."""
+        limit = self._max_body if response.is_success else _ERROR_BODY_BYTES
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                if not response.is_success:
+                    chunks.append(chunk[: len(chunk) - (size - limit)])
+                    break
+                raise ResponseTooLarge(
+                    f"body passed {limit / 1048576:.0f} MiB after decompression "
+                    f"(content-encoding {response.headers.get('content-encoding', 'none')}); "
+                    "no genuine answer is that large (raise generate.max_response_mb if this "
+                    "one was)",
+                    backend=self.name,
+                    status=response.status_code,
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     @staticmethod
     def _which_timeout(err: httpx.TimeoutException, timeout: httpx.Timeout) -> str:
@@ -199,16 +297,16 @@ class HttpBackend(ImageBackend):
             return f"pool wait {timeout.pool}s"
         return f"read {timeout.read}s"
 
-    def _raise_for_status(self, response: httpx.Response) -> None:
-        if response.is_success:
+    def _raise_for_status(self, reply: Reply, secrets: Sequence[str | None]) -> None:
+        if reply.is_success:
             return
         raise error_from_response(
-            response.status_code,
-            response.content,
+            reply.status_code,
+            reply.content,
             backend=self.name,
-            headers=response.headers,
-            reason_phrase=response.reason_phrase,
-            secrets=self._secrets(),
+            headers=reply.headers,
+            reason_phrase=reply.reason_phrase,
+            secrets=secrets,
         )
 
     @staticmethod
@@ -219,12 +317,13 @@ class HttpBackend(ImageBackend):
     def _encode(body: dict[str, Any]) -> bytes:
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
-    async def _parse(self, response: httpx.Response, parser: Callable[[Any], T]) -> T:
-        content = response.content
+    async def _parse(self, reply: Reply, parser: Callable[[Any, list[str | None]], T]) -> T:
+        content = reply.content
+        secrets = self._secrets()
 
         def run() -> T:
             with _PARSE_SLOTS:  # the parsed text and the decoded image exist only inside
-                return parser(wire.loads(content, backend=self.name))
+                return parser(wire.loads(content, backend=self.name), secrets)
 
         if len(content) > _THREAD_PARSE_BYTES:
             return await anyio.to_thread.run_sync(run)

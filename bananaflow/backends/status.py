@@ -11,8 +11,9 @@ The retry verdict is decided here, once, from what Google actually sends:
 * 500/502/503/504 (and 499/408) → transient; 400 → :class:`BadRequest` carrying the server's
   words; 401/403 → :class:`AuthError`; 404 → :class:`NotFound`.
 
-Messages carry the server's message, the backend and the status, and every known secret (API
-key, bearer token) is scrubbed from them in case a proxy echoes a header back.
+Messages carry the server's message, the backend and the status. Every string taken from the
+answer (message, status name, reason phrase, quota id) goes through :func:`bananaflow.redact.redact`
+with the caller's secrets (API key, bearer token) in case a proxy echoes a header back.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from bananaflow.errors import (
     RequestTimedOut,
     Unavailable,
 )
+from bananaflow.redact import redact
 
 _TYPE_PREFIX = "type.googleapis.com/google.rpc."
 _MAX_MESSAGE = 2000
@@ -43,17 +45,8 @@ __all__ = [
     "error_from_response",
     "parse_duration",
     "parse_retry_after",
-    "redact",
     "unwrap_envelope",
 ]
-
-
-def redact(text: str, secrets: Iterable[str | None]) -> str:
-    """Remove every secret from a message (defence in depth: servers should never echo them)."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "[redacted]")
-    return text
 
 
 def parse_duration(value: Any) -> float | None:
@@ -166,7 +159,10 @@ def error_from_payload(
             code = int(err.get("code"))  # type: ignore[arg-type]
         except (TypeError, ValueError):
             code = None
-    status_name = err.get("status") or reason_phrase or None
+    secrets = list(secrets)
+    reason_phrase = redact(reason_phrase, secrets)
+    raw_status = err.get("status")
+    status_name = redact(str(raw_status), secrets) if raw_status else reason_phrase or None
     raw_message = err.get("message")
     message = str(raw_message).strip() if raw_message else (reason_phrase or "no message")
     message = redact(message, secrets)
@@ -178,6 +174,7 @@ def error_from_payload(
 
     if code == 429 or status_name == "RESOURCE_EXHAUSTED":
         retry_after, per_day, quota_id = _quota_facts(details)
+        quota_id = redact(quota_id, secrets) if quota_id else None
         if header_delay is not None:
             retry_after = max(retry_after or 0.0, header_delay)
         billing = backend == "aistudio" and not details and header_delay is None

@@ -18,9 +18,10 @@ from typing import Any
 
 import httpx
 
+from bananaflow import imagetype
 from bananaflow.backends import wire
 from bananaflow.backends.auth import TokenSource
-from bananaflow.backends.base import HttpBackend
+from bananaflow.backends.base import HttpBackend, Reply
 from bananaflow.config import Settings
 from bananaflow.errors import InputError, Unsupported
 from bananaflow.models import ImageRequest, UpscaledImage
@@ -96,8 +97,8 @@ class VertexBackend(HttpBackend):
                 "at most 10 MB. Recompress the image or upscale locally (upscale.method=local)",
                 backend=self.name,
             )
-        real_mime = wire.sniff_mime(data)
-        size = wire.image_dimensions(data, real_mime) if real_mime else None
+        real_mime = imagetype.sniff_mime(data)
+        size = imagetype.image_size(data, real_mime) if real_mime else None
         if size is None:
             raise InputError("image", "the bytes to upscale are not a readable image")
         width, height = size
@@ -110,15 +111,17 @@ class VertexBackend(HttpBackend):
                 backend=self.name,
             )
         body = wire.build_upscale_body(data, real_mime or mime_type, factor)
-        response = await self._send(
-            self._model_url(self.upscale_model, "predict"),
-            body,
-            self._timeout(self._timeouts.upscale_s),
+        reply = await self._exchange(
+            self._model_url(self.upscale_model, "predict"), body, self._timeouts.upscale_s
         )
         return await self._parse(
-            response,
-            lambda payload: wire.parse_upscale_response(
-                payload, backend=self.name, model=self.upscale_model, factor=factor
+            reply,
+            lambda payload, secrets: wire.parse_upscale_response(
+                payload,
+                backend=self.name,
+                model=self.upscale_model,
+                factor=factor,
+                secrets=secrets,
             ),
         )
 
@@ -140,15 +143,17 @@ class VertexBackend(HttpBackend):
             headers["x-goog-user-project"] = quota_project
         return headers
 
-    async def _send(self, url: str, body: dict[str, Any], timeout: httpx.Timeout) -> httpx.Response:
+    async def _send(self, url: str, body: dict[str, Any], timeout: httpx.Timeout) -> Reply:
         problems = wire.check_roles(body)
         if problems:  # a programming error, caught before Vertex's 400
             raise InputError("contents", f"turns without a valid role: {', '.join(problems)}")
         content = self._encode(body)
         token = await self._tokens.token()
-        response = await self._post(url, content, self._headers(token), timeout)
-        if response.status_code == 401:
+        sent = [token]  # every token this request carried may come back in an error
+        reply = await self._post(url, content, self._headers(token), timeout, sent)
+        if reply.status_code == 401:
             token = await self._tokens.refresh_after_rejection(token)
-            response = await self._post(url, content, self._headers(token), timeout)
-        self._raise_for_status(response)
-        return response
+            sent.append(token)
+            reply = await self._post(url, content, self._headers(token), timeout, sent)
+        self._raise_for_status(reply, sent)
+        return reply

@@ -10,8 +10,14 @@ Parsing rules and why:
 * ``thought: true`` parts are skipped: they are interim images or reasoning, not the answer;
 * the *last* non-thought image wins, matching the thought-signature rules (the final image is
   the one with the signature);
-* the type and size come from the bytes, never from ``inlineData.mimeType`` (it is sometimes
-  wrong); the declared type is kept next to it for the audit trail;
+* the type and size come from the bytes (:mod:`bananaflow.imagetype`, headers only), never from
+  ``inlineData.mimeType`` (it is sometimes wrong); the declared type is kept next to it for the
+  audit trail;
+* an image cut short, or of a size the request cannot have produced, is :class:`BadImage`
+  (retryable): storing it would record a broken master as paid and good;
+* every string taken from the answer (refusal texts, messages, the declared type) passes through
+  :func:`bananaflow.redact.redact` with the caller's secrets before it lands in an error or a
+  record, because a refusal can quote back whatever the request carried;
 * refusals arrive as HTTP 200 (§1.7) and become :class:`Refused`, which is never retried.
   A ``STOP`` with text but no image is also a refusal (``reason="NO_IMAGE"``): that is how the
   model declines when text output is allowed, and retrying the same prompt gets the same answer.
@@ -21,17 +27,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 import re
-import struct
+from collections.abc import Sequence
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
-
+from bananaflow import imagetype
 from bananaflow.backends.status import error_from_payload
-from bananaflow.errors import MalformedResponse, Refused
-from bananaflow.models import GeneratedImage, ImageRequest, UpscaledImage, Usage
+from bananaflow.errors import BadImage, MalformedResponse, Refused
+from bananaflow.models import GeneratedImage, ImageRequest, UpscaledImage, Usage, size_problem
+from bananaflow.redact import redact
+
+Secrets = Sequence[str | None]
 
 # finishReason values that mean "the model declined to produce an image" (§1.7). Different
 # models give different reasons for the same forbidden prompt, so they are one class.
@@ -59,56 +66,31 @@ REWRITE_SYSTEM_INSTRUCTION = (
     "them. Answer with the rewritten prompt only: no preamble, no quotes, no list."
 )
 
-_HEIF_BRANDS = {
-    b"heic": "image/heic",
-    b"heix": "image/heic",
-    b"hevc": "image/heic",
-    b"hevx": "image/heic",
-    b"heim": "image/heic",
-    b"heis": "image/heic",
-    b"mif1": "image/heif",
-    b"msf1": "image/heif",
-}
-
 
 # --------------------------------------------------------------------------- image bytes
 
 
-def sniff_mime(data: bytes) -> str | None:
-    """The real image type from magic bytes; None when the bytes are not a known image."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    if len(data) >= 12 and data[4:8] == b"ftyp":
-        return _HEIF_BRANDS.get(data[8:12])
-    return None
+def _checked_image(
+    data: bytes, *, what: str, declared: Any, backend: str, secrets: Secrets = ()
+) -> tuple[str, int, int]:
+    """(real type, width, height) of an image from upstream, or :class:`BadImage`.
 
-
-def _heif_size(data: bytes) -> tuple[int, int] | None:
-    """Pillow cannot read HEIF without a plugin; the ``ispe`` box holds width and height."""
-    idx = data.find(b"ispe")
-    if idx < 0 or len(data) < idx + 16:
-        return None
-    width, height = struct.unpack(">II", data[idx + 8 : idx + 16])
-    return (width, height) if width and height else None
-
-
-def image_dimensions(data: bytes, mime_type: str | None = None) -> tuple[int, int] | None:
-    """Width and height read from the header only (Pillow opens lazily; no pixel decode)."""
-    mime_type = mime_type or sniff_mime(data)
-    if mime_type in ("image/heic", "image/heif"):
-        return _heif_size(data)
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            width, height = img.size
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return None
-    return (width, height) if width > 0 and height > 0 else None
+    Headers and trailer only: this runs for every answer, several a second.
+    """
+    mime = imagetype.sniff_mime(data)
+    if mime is None:
+        shown = redact(str(declared), secrets)
+        raise BadImage(
+            f"{what} bytes are not PNG/JPEG/WebP/GIF/HEIF/AVIF (declared {shown}, "
+            f"{len(data)} bytes)",
+            backend=backend,
+        )
+    size = imagetype.image_size(data, mime)
+    if size is None:
+        raise BadImage(f"cannot read the {mime} header of the {what}", backend=backend)
+    if not imagetype.is_complete(data, mime):
+        raise BadImage(f"the {what} ({mime}, {len(data)} bytes) is cut short", backend=backend)
+    return mime, size[0], size[1]
 
 
 def b64encode(data: bytes) -> str:
@@ -264,22 +246,27 @@ def parse_usage(payload: dict[str, Any]) -> Usage:
     )
 
 
-def _check_error_in_body(payload: Any, backend: str) -> None:
+def _check_error_in_body(payload: Any, backend: str, secrets: Secrets) -> None:
     """An error object can arrive with HTTP 200 (mid-stream, or wrapped in a list, §1.8)."""
     first = payload[0] if isinstance(payload, list) and len(payload) == 1 else payload
     if isinstance(first, dict) and isinstance(first.get("error"), dict):
-        raise error_from_payload(first["error"], http_status=None, backend=backend)
+        raise error_from_payload(first["error"], http_status=None, backend=backend, secrets=secrets)
 
 
-def _first_candidate(payload: dict[str, Any], backend: str) -> dict[str, Any]:
+def _text_field(value: Any, secrets: Secrets) -> str | None:
+    """An upstream string field, redacted; anything that is not a non-empty string is absent."""
+    return redact(value, secrets) if isinstance(value, str) and value else None
+
+
+def _first_candidate(payload: dict[str, Any], backend: str, secrets: Secrets) -> dict[str, Any]:
     """The candidate, or the refusal when the prompt was blocked before generation."""
     candidates = payload.get("candidates") or []
     if not candidates:
         feedback = payload.get("promptFeedback") or {}
         reason = feedback.get("blockReason")
-        message = feedback.get("blockReasonMessage")
+        message = _text_field(feedback.get("blockReasonMessage"), secrets)
         if reason or message:
-            reason = reason or "BLOCKED_REASON_UNSPECIFIED"
+            reason = redact(str(reason or "BLOCKED_REASON_UNSPECIFIED"), secrets)
             raise Refused(
                 f"prompt blocked ({reason})" + (f": {message}" if message else ""),
                 reason=reason,
@@ -299,31 +286,32 @@ def _parts(cand: dict[str, Any]) -> list[dict[str, Any]]:
     return [p for p in parts or [] if isinstance(p, dict)]
 
 
-def _texts(parts: list[dict[str, Any]]) -> list[str]:
+def _texts(parts: list[dict[str, Any]], secrets: Secrets) -> list[str]:
     return [
-        p["text"]
+        redact(p["text"].strip(), secrets)
         for p in parts
         if not p.get("thought") and isinstance(p.get("text"), str) and p["text"].strip()
     ]
 
 
 def _refuse_on_finish_reason(
-    cand: dict[str, Any], texts: list[str], backend: str, *, image_found: bool
+    cand: dict[str, Any], texts: list[str], backend: str, secrets: Secrets, *, image_found: bool
 ) -> None:
-    reason = cand.get("finishReason")
-    finish_message = cand.get("finishMessage")
-    explanation = finish_message or " ".join(t.strip() for t in texts) or None
-    if reason in REFUSAL_FINISH_REASONS:
+    raw_reason = cand.get("finishReason")
+    reason = redact(str(raw_reason), secrets) if raw_reason else None
+    finish_message = _text_field(cand.get("finishMessage"), secrets)
+    explanation = finish_message or " ".join(texts) or None
+    if raw_reason in REFUSAL_FINISH_REASONS:
         # The server's verdict wins even if some image part slipped through: it was filtered.
         raise Refused(
             f"{reason}" + (f": {explanation}" if explanation else ""),
-            reason=reason,
+            reason=str(raw_reason),
             finish_message=finish_message,
             backend=backend,
         )
     if image_found:
         return
-    if reason == "STOP":
+    if raw_reason == "STOP":
         raise Refused(
             "the model answered without an image" + (f": {explanation}" if explanation else ""),
             reason="NO_IMAGE",
@@ -341,21 +329,32 @@ def _refuse_on_finish_reason(
 
 
 def _candidate_and_parts(
-    payload: Any, backend: str
+    payload: Any, backend: str, secrets: Secrets
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The first candidate and its parts, after ruling out error bodies and non-objects."""
     if not isinstance(payload, dict | list):
         raise MalformedResponse("response body is not a JSON object", backend=backend)
-    _check_error_in_body(payload, backend)
+    _check_error_in_body(payload, backend, secrets)
     if isinstance(payload, list):
         raise MalformedResponse("response body is a JSON array", backend=backend)
-    cand = _first_candidate(payload, backend)
+    cand = _first_candidate(payload, backend, secrets)
     return cand, _parts(cand)
 
 
-def parse_generate_response(payload: Any, *, backend: str, model: str) -> GeneratedImage:
-    """Turn a decoded ``generateContent`` body into a :class:`GeneratedImage` or a typed error."""
-    cand, parts = _candidate_and_parts(payload, backend)
+def parse_generate_response(
+    payload: Any,
+    *,
+    backend: str,
+    model: str,
+    request: ImageRequest | None = None,
+    secrets: Secrets = (),
+) -> GeneratedImage:
+    """Turn a decoded ``generateContent`` body into a :class:`GeneratedImage` or a typed error.
+
+    With ``request`` the image must also have a size that request can produce
+    (:func:`bananaflow.models.size_problem`). ``secrets`` are removed from every upstream text.
+    """
+    cand, parts = _candidate_and_parts(payload, backend, secrets)
     image_part: dict[str, Any] | None = None
     for part in parts:
         if part.get("thought"):
@@ -367,45 +366,42 @@ def parse_generate_response(payload: Any, *, backend: str, model: str) -> Genera
         if declared and not str(declared).startswith("image/"):
             continue
         image_part = part
-    texts = _texts(parts)
-    _refuse_on_finish_reason(cand, texts, backend, image_found=image_part is not None)
+    texts = _texts(parts, secrets)
+    _refuse_on_finish_reason(cand, texts, backend, secrets, image_found=image_part is not None)
     assert image_part is not None
     inline = image_part.get("inlineData") or image_part.get("inline_data")
-    declared_mime = inline.get("mimeType") or inline.get("mime_type")
+    declared_mime = _text_field(inline.get("mimeType") or inline.get("mime_type"), secrets)
     data = b64decode(inline.get("data"), what="inlineData image", backend=backend)
-    mime = sniff_mime(data)
-    if mime is None:
-        raise MalformedResponse(
-            f"image bytes are not PNG/JPEG/WebP/GIF/HEIF (declared {declared_mime}, "
-            f"{len(data)} bytes)",
-            backend=backend,
-        )
-    size = image_dimensions(data, mime)
-    if size is None:
-        raise MalformedResponse(f"cannot read the {mime} image header", backend=backend)
+    mime, width, height = _checked_image(
+        data, what="image", declared=declared_mime, backend=backend, secrets=secrets
+    )
+    if request is not None:
+        problem = size_problem(model, request.aspect_ratio, request.image_size, width, height)
+        if problem:
+            raise BadImage(f"wrong image size: {problem}", backend=backend)
     signature = image_part.get("thoughtSignature") or image_part.get("thought_signature")
     return GeneratedImage(
         data=data,
         mime_type=mime,
         declared_mime_type=declared_mime,
-        width=size[0],
-        height=size[1],
+        width=width,
+        height=height,
         backend=backend,  # type: ignore[arg-type]
         model=model,
-        model_version=payload.get("modelVersion"),
-        response_id=payload.get("responseId"),
+        model_version=_text_field(payload.get("modelVersion"), secrets),
+        response_id=_text_field(payload.get("responseId"), secrets),
         thought_signature=signature,
-        text="\n".join(t.strip() for t in texts) or None,
+        text="\n".join(texts) or None,
         usage=parse_usage(payload),
     )
 
 
-def parse_text_response(payload: Any, *, backend: str) -> str:
+def parse_text_response(payload: Any, *, backend: str, secrets: Secrets = ()) -> str:
     """The answer text of a text-model call (thoughts excluded)."""
-    cand, parts = _candidate_and_parts(payload, backend)
+    cand, parts = _candidate_and_parts(payload, backend, secrets)
     reason = cand.get("finishReason")
     if reason in REFUSAL_FINISH_REASONS:
-        message = cand.get("finishMessage")
+        message = _text_field(cand.get("finishMessage"), secrets)
         raise Refused(
             f"{reason}" + (f": {message}" if message else ""),
             reason=reason,
@@ -416,17 +412,18 @@ def parse_text_response(payload: Any, *, backend: str) -> str:
         p["text"] for p in parts if not p.get("thought") and isinstance(p.get("text"), str)
     ).strip()
     if not text:
-        raise MalformedResponse(
-            f"text answer is empty (finishReason {reason or 'missing'})", backend=backend
-        )
-    return text
+        shown = redact(str(reason), secrets) if reason else "missing"
+        raise MalformedResponse(f"text answer is empty (finishReason {shown})", backend=backend)
+    return redact(text, secrets)
 
 
-def parse_upscale_response(payload: Any, *, backend: str, model: str, factor: int) -> UpscaledImage:
+def parse_upscale_response(
+    payload: Any, *, backend: str, model: str, factor: int, secrets: Secrets = ()
+) -> UpscaledImage:
     """``predictions[0]`` of an Imagen upscale; an empty or filtered answer is a refusal."""
     if not isinstance(payload, dict | list):
         raise MalformedResponse("response body is not a JSON object", backend=backend)
-    _check_error_in_body(payload, backend)
+    _check_error_in_body(payload, backend, secrets)
     if isinstance(payload, list):
         raise MalformedResponse("response body is a JSON array", backend=backend)
     predictions = payload.get("predictions") or []
@@ -436,25 +433,26 @@ def parse_upscale_response(payload: Any, *, backend: str, model: str, factor: in
     if not isinstance(first, dict):
         raise MalformedResponse("predictions[0] is not an object", backend=backend)
     if "bytesBase64Encoded" not in first and first.get("raiFilteredReason"):
+        filtered = redact(str(first["raiFilteredReason"]), secrets)
         raise Refused(
-            f"upscale filtered: {first['raiFilteredReason']}",
+            f"upscale filtered: {filtered}",
             reason="RAI_FILTERED",
-            finish_message=first["raiFilteredReason"],
+            finish_message=filtered,
             backend=backend,
         )
     data = b64decode(first.get("bytesBase64Encoded"), what="upscaled image", backend=backend)
-    mime = sniff_mime(data)
-    size = image_dimensions(data, mime) if mime else None
-    if mime is None or size is None:
-        raise MalformedResponse(
-            f"upscaled bytes are not a readable image (declared {first.get('mimeType')})",
-            backend=backend,
-        )
+    mime, width, height = _checked_image(
+        data,
+        what="upscaled image",
+        declared=first.get("mimeType"),
+        backend=backend,
+        secrets=secrets,
+    )
     return UpscaledImage(
         data=data,
         mime_type=mime,
-        width=size[0],
-        height=size[1],
+        width=width,
+        height=height,
         factor=factor,
         method="vertex",
         model=model,

@@ -4,7 +4,10 @@ Downstream steps (compress, byte budgets, upload, the compare flow) behave diffe
 JPEG and a 20 MB PNG, so a flat colour square would hide bugs. Each image is a seeded scene
 (gradients, shapes), the prompt drawn on it, and film grain whose strength is the backend
 profile's ``detail``; grain is what makes files as large as the measured ones. Everything is
-seeded from the prompt, so the same request gives byte-identical bytes in any process.
+seeded from the prompt (and ``generationConfig.seed`` when sent), so the same request gives
+byte-identical bytes in any process. What a test needs to *see* is drawn on the image: the
+prompt (any script the packaged font covers), the seed, and a thumbnail strip of the reference
+images the request carried.
 
 Pillow only (no numpy). Rendering is CPU work: callers run it in a worker thread, a semaphore
 keeps at most one render per core, and an LRU keeps recent results so repeats cost nothing.
@@ -13,7 +16,6 @@ keeps at most one render per core, and an LRU keeps recent results so repeats co
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import io
 import os
@@ -27,6 +29,8 @@ from typing import Literal
 
 import anyio.to_thread
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont, PngImagePlugin
+
+from bananaflow.assets import font as packaged_font
 
 ImageFormat = Literal["png", "jpeg"]
 MIME = {"png": "image/png", "jpeg": "image/jpeg"}
@@ -55,6 +59,11 @@ class ImageSpec:
     detail: float = 8.0
     reference_digest: str = ""
     label: str = "emulator"
+    # generationConfig.seed: None renders from the request alone (see ``_seed``).
+    seed: int | None = None
+    reference_count: int = 0
+    # An interim "thought" image: a small composition draft drawn before the final one.
+    draft: bool = False
 
     @property
     def mime(self) -> str:
@@ -62,13 +71,28 @@ class ImageSpec:
 
 
 def _seed(spec: ImageSpec) -> int:
+    """The scene's RNG seed. Without ``generationConfig.seed`` it is the request's content, so
+    repeats are byte-identical (the render cache and the tests rely on that; Google itself
+    randomises, reference §1.5); with one, each seed is its own reproducible picture."""
     text = f"{spec.prompt}\x00{spec.reference_digest}"
+    if spec.seed is not None:
+        text += f"\x00seed={spec.seed}"
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
 
 
-@functools.lru_cache(maxsize=32)
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    return ImageFont.load_default(size=size)
+    return packaged_font(size)
+
+
+def _seed_colour(seed: int) -> tuple[int, int, int]:
+    """A saturated colour per seed, so two seeds differ at a glance, not only in the noise."""
+    digest = hashlib.sha256(f"seed:{seed}".encode()).digest()
+    hue = digest[0] / 255
+    h6 = hue * 6
+    i, frac = int(h6) % 6, h6 - int(h6)
+    hi, lo, up, down = 230, 40, round(40 + 190 * frac), round(230 - 190 * frac)
+    return [(hi, up, lo), (down, hi, lo), (lo, hi, up), (lo, down, hi), (up, lo, hi),
+            (hi, lo, down)][i]
 
 
 def _colour(rnd: random.Random) -> tuple[int, int, int]:
@@ -92,6 +116,16 @@ def _scene(spec: ImageSpec, rnd: random.Random) -> Image.Image:
     base = Image.blend(base, Image.new("RGB", small, _colour(rnd)), 0.5)
     draw = ImageDraw.Draw(base)
     sw, sh = small
+    if spec.seed is not None:
+        # Seeded: the seed's own colour dominates the background, in diagonal bands whose
+        # spacing also comes from the seed.
+        tint = _seed_colour(spec.seed)
+        base = Image.blend(base, Image.new("RGB", small, tint), 0.55)
+        draw = ImageDraw.Draw(base)
+        step = max(4, min(sw, sh) // (4 + spec.seed % 5))
+        dark = tuple(c // 2 for c in tint)
+        for x in range(-sh, sw, 2 * step):
+            draw.polygon([(x, 0), (x + step, 0), (x + step + sh, sh), (x + sh, sh)], fill=dark)
     for _ in range(14):
         x, y = rnd.randrange(sw), rnd.randrange(sh)
         r = rnd.randrange(max(2, min(sw, sh) // 20), max(3, min(sw, sh) // 4))
@@ -120,6 +154,59 @@ def _draw_prompt(img: Image.Image, prompt: str) -> None:
         stroke_fill=(0, 0, 0),
         spacing=size // 4,
     )
+
+
+def _thumbnail(data: bytes, box: int) -> Image.Image:
+    """A reference image shrunk into a ``box`` square, or a crossed-out tile when unreadable
+    (tests send placeholder bytes; the emulator cannot fetch ``fileData`` URIs)."""
+    tile = Image.new("RGB", (box, box), (60, 60, 60))
+    try:
+        with Image.open(io.BytesIO(data)) as src:
+            src.draft("RGB", (box, box))
+            img = src.convert("RGB")
+            img.thumbnail((box, box), Image.Resampling.BILINEAR)
+            tile.paste(img, ((box - img.width) // 2, (box - img.height) // 2))
+    except Exception:
+        draw = ImageDraw.Draw(tile)
+        draw.line((0, 0, box - 1, box - 1), fill=(200, 200, 200), width=max(1, box // 24))
+        draw.line((0, box - 1, box - 1, 0), fill=(200, 200, 200), width=max(1, box // 24))
+    return tile
+
+
+def _draw_badges(img: Image.Image, spec: ImageSpec, references: tuple[bytes, ...]) -> None:
+    """Bottom-left: "refs: N" over a strip of reference thumbnails, the seed, "draft"."""
+    w, h = img.size
+    size = max(10, min(w, h) // 28)
+    margin = max(4, min(w, h) // 48)
+    words = []
+    if spec.draft:
+        words.append("draft")
+    if spec.reference_count:
+        words.append(f"refs: {spec.reference_count}")
+    if spec.seed is not None:
+        words.append(f"seed: {spec.seed}")
+    y = h - margin
+    draw = ImageDraw.Draw(img)
+    if spec.reference_count:
+        box = max(12, min(w, h) // 10)
+        y -= box
+        fits = max(1, (w - 2 * margin) // (box + margin))
+        for i, data in enumerate(references[:fits]):
+            x = margin + i * (box + margin)
+            img.paste(_thumbnail(data, box), (x, y))
+            draw.rectangle((x - 1, y - 1, x + box, y + box), outline=(255, 255, 255))
+        y -= margin
+    if words:
+        font = _font(size)
+        draw.text(
+            (margin, y),
+            "  ".join(words),
+            font=font,
+            fill=(255, 255, 255),
+            anchor="ls",
+            stroke_width=max(1, size // 10),
+            stroke_fill=(0, 0, 0),
+        )
 
 
 def _grain(spec: ImageSpec, rnd: random.Random) -> Image.Image | None:
@@ -160,8 +247,13 @@ def _encode(img: Image.Image, spec: ImageSpec) -> bytes:
     return buf.getvalue()
 
 
-def render(spec: ImageSpec) -> bytes:
-    """Render synchronously (call from a worker thread); deterministic for a given spec."""
+def render(spec: ImageSpec, references: tuple[bytes, ...] = ()) -> bytes:
+    """Render synchronously (call from a worker thread); deterministic for a given spec.
+
+    ``references`` are the request's input images, drawn as thumbnails. They are passed beside
+    the spec, not in it, so cached specs don't pin megabytes of input; the spec's
+    ``reference_digest`` already makes equal specs mean equal references.
+    """
     with _render_slots:
         rnd = random.Random(_seed(spec))
         img = _scene(spec, rnd)
@@ -169,6 +261,7 @@ def render(spec: ImageSpec) -> bytes:
         grain = _grain(spec, rnd)
         if grain is not None:
             img = ImageChops.add(img, grain, 1.0, -128)
+        _draw_badges(img, spec, references)
         return _encode(img, spec)
 
 

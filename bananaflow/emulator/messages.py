@@ -17,6 +17,9 @@ STATUS_NAMES: dict[int, str] = {
     401: "UNAUTHENTICATED",
     403: "PERMISSION_DENIED",
     404: "NOT_FOUND",
+    # No canonical code means "wrong HTTP method"; Google's transcoding layer calls it
+    # UNIMPLEMENTED (grpc-gateway's routing error), and the HTTP status says 405.
+    405: "UNIMPLEMENTED",
     429: "RESOURCE_EXHAUSTED",
     500: "INTERNAL",
     502: "UNAVAILABLE",
@@ -46,6 +49,13 @@ MSG_BAD_ROLE = "Please use a valid role: user, model."
 MSG_EMPTY_INPUT = "Request has empty input."
 MSG_NO_CONTENTS = "* GenerateContentRequest.contents: contents is not specified\n"
 MSG_MULTI_CANDIDATES = "Multiple candidates is not enabled for this model"
+MSG_ROUTE_NOT_FOUND = "Requested entity was not found."
+MSG_METHOD_NOT_ALLOWED = "Method Not Allowed"
+MSG_PT_EXCEEDED = "Too many requests. Exceeded the Provisioned Throughput."
+MSG_MISSING_SIGNATURE = (
+    "Image part is missing a thought_signature in content position {content}, "
+    "part position {part}."
+)
 MSG_VERTEX_429 = (
     "Resource exhausted. Please try again later. Please refer to "
     "https://cloud.google.com/vertex-ai/generative-ai/docs/error-code-429 for more details."
@@ -120,13 +130,28 @@ def proto_duration(seconds: float) -> str:
 
 
 def unknown_field(name: str, where: str) -> ApiError:
+    return unknown_fields([(name, where)])
+
+
+def _unknown_text(name: str, where: str) -> str:
     at = f" at '{where}'" if where else ""
-    message = f'Invalid JSON payload received. Unknown name "{name}"{at}: Cannot find field.'
+    return f'Invalid JSON payload received. Unknown name "{name}"{at}: Cannot find field.'
+
+
+def unknown_fields(found: list[tuple[str, str]]) -> ApiError:
+    """Every unknown name in the body: one message line and one violation each.
+
+    A top-level field has no ``field`` in its violation (Google omits the key rather than
+    sending an empty path), a nested one names its parent message's path.
+    """
+    violations: list[dict[str, str]] = []
+    for name, where in found:
+        violation = {"field": where} if where else {}
+        violation["description"] = _unknown_text(name, where)
+        violations.append(violation)
+    message = "\n".join(v["description"] for v in violations)
     details = [
-        {
-            "@type": "type.googleapis.com/google.rpc.BadRequest",
-            "fieldViolations": [{"field": where, "description": message}],
-        }
+        {"@type": "type.googleapis.com/google.rpc.BadRequest", "fieldViolations": violations}
     ]
     return error(400, message, details)
 
@@ -143,6 +168,31 @@ def bad_aspect_ratio(value: object) -> ApiError:
 
 def ratio_not_for_model(value: str) -> ApiError:
     return bad_request(f"Aspect ratio {value} is not supported for this model")
+
+
+def size_not_for_model(value: str) -> ApiError:
+    """Same form as the verified ratio text; the exact wording for sizes is UNVERIFIED."""
+    return bad_request(f"Image size {value} is not supported for this model")
+
+
+def missing_signature(content: int, part: int) -> ApiError:
+    """Positions are 1-based, as Google prints them ("content position 2, part position 1")."""
+    return bad_request(MSG_MISSING_SIGNATURE.format(content=content, part=part))
+
+
+def route_not_found() -> ApiError:
+    return error(404, MSG_ROUTE_NOT_FOUND)
+
+
+def method_not_allowed(allowed: tuple[str, ...]) -> ApiError:
+    err = error(405, MSG_METHOD_NOT_ALLOWED)
+    if allowed:
+        err.headers["allow"] = ", ".join(allowed)
+    return err
+
+
+def provisioned_throughput_exceeded() -> ApiError:
+    return error(429, MSG_PT_EXCEEDED)
 
 
 def bad_image_size(value: object) -> ApiError:

@@ -6,6 +6,11 @@ rendering). Forced faults are taken after validation, so a test can't burn a que
 a request that would have been rejected anyway; ``token_expired`` is the exception, as it is a
 fault of authentication itself. A forced fault replaces the request's normal fate: it takes no
 quota slot and no random fault is rolled for it, so what a test forces is exactly what it gets.
+
+Besides generating, the same pipeline answers what an SDK asks about models: ``models.get``,
+``models.list`` (paged) and ``countTokens``, from the catalogue that also validates generation.
+Those calls are authenticated like any other but take no quota and no forced fault, so a client
+that looks a model up first cannot burn a fault a test queued for its generate call.
 """
 
 from __future__ import annotations
@@ -30,14 +35,42 @@ from bananaflow.emulator import faults as flt
 from bananaflow.emulator import messages as msg
 from bananaflow.emulator import responses as resp
 from bananaflow.emulator.auth import api_key_of, bearer_of
-from bananaflow.emulator.catalog import model_kind, output_pixels, output_tokens, thinks
-from bananaflow.emulator.imagegen import FORMAT_OF_MIME, ImageSpec, probe, upscale
-from bananaflow.emulator.routing import OPERATIONS, Route, parse
+from bananaflow.emulator.catalog import (
+    PRO,
+    ImageModel,
+    OtherModel,
+    image_model,
+    listed,
+    model_kind,
+    other_model,
+    output_pixels,
+    output_tokens,
+    thinks,
+)
+from bananaflow.emulator.imagegen import FORMAT_OF_MIME, ImageSpec, probe, render, upscale
+from bananaflow.emulator.routing import NoRoute, Route, parse
 from bananaflow.emulator.state import Call, EmulatorState
 from bananaflow.emulator.textgen import count_tokens, rewrite
-from bananaflow.emulator.validation import GenerateRequest, parse_generate, parse_upscale
+from bananaflow.emulator.validation import (
+    GenerateRequest,
+    parse_count_tokens,
+    parse_generate,
+    parse_upscale,
+)
 
 GENERATE_OPS = frozenset({"generateContent", "streamGenerateContent"})
+READ_OPS = frozenset({"get", "list", "countTokens"})
+# models.list page sizes: AI Studio defaults to 50 and caps at 1000; Vertex's
+# ListPublisherModels defaults to 100 (the catalogue is small: paging is what matters).
+DEFAULT_PAGE_SIZE = {"aistudio": 50, "vertex": 100}
+MAX_PAGE_SIZE = 1000
+# Vertex routes a request to a pool by these headers (batch-and-model-tiers.md §5.2).
+REQUEST_TYPE_HEADER = "x-vertex-ai-llm-request-type"
+SHARED_REQUEST_TYPE_HEADER = "x-vertex-ai-llm-shared-request-type"
+TRAFFIC_OF_TIER = {"priority": "ON_DEMAND_PRIORITY", "flex": "ON_DEMAND_FLEX"}
+# The Pro model's interim thought image: a composition draft at this fraction of each side
+# (small on purpose: interim images are not billed, and clients must simply skip them).
+DRAFT_SCALE = 4
 MAX_UPSCALE_PIXELS = 17_000_000
 VERTEX_JPEG_DEFAULT_QUALITY = 75  # what Vertex uses when JPEG is asked without a quality
 # Faults answered with an error status instead of a body.
@@ -128,14 +161,12 @@ class Ctx:
 
 async def api_endpoint(request: Request) -> Response:
     state: EmulatorState = request.app.state.emulator
-    route = parse(request.url.path)
-    if route is None or route.operation not in OPERATIONS:
-        return Response(
-            resp.dumps(msg.envelope(404, "Requested entity was not found.")),
-            404,
-            media_type="application/json; charset=UTF-8",
-        )
-    kind = model_kind(route.model)
+    route = parse(request.method, request.url.path)
+    if isinstance(route, NoRoute):
+        if route.status == 405:
+            return error_response(msg.method_not_allowed(route.allowed))
+        return error_response(msg.route_not_found())
+    kind = model_kind(route.model, route.backend) if route.model else None
     stream = route.operation == "streamGenerateContent"
     call = state.begin(
         method=request.method,
@@ -175,7 +206,13 @@ async def _handle(ctx: Ctx) -> Response:
     _authenticate(ctx)
     _check_project(ctx)
     _check_model(ctx)
+    if ctx.route.operation == "list":
+        return _list_models(ctx)
+    if ctx.route.operation == "get":
+        return _get_model(ctx)
     body = await _json_body(ctx.request)
+    if ctx.route.operation == "countTokens":
+        return _count_tokens(ctx, body)
     if ctx.kind == "image":
         return await _generate_image(ctx, parse_generate(ctx.route, body))
     if ctx.kind == "text":
@@ -207,6 +244,8 @@ def _authenticate(ctx: Ctx) -> None:
     reason = ctx.state.tokens.check(token)
     if reason is not None:
         raise msg.unauthenticated(reason or None, _method(route))
+    if route.operation in READ_OPS:
+        return  # model reads take no forced or random fault (see the module docstring)
     forced = ctx.state.faults.take("auth", route.backend, route.operation)
     name = forced.fault if forced is not None else None
     if (
@@ -234,7 +273,8 @@ def roll(state: EmulatorState, fault: str, backend: str = "vertex") -> bool:
 
 
 def _method(route: Route) -> str:
-    return route.operation[0].upper() + route.operation[1:]
+    names = {"get": "GetPublisherModel", "list": "ListPublisherModels"}
+    return names.get(route.operation) or route.operation[0].upper() + route.operation[1:]
 
 
 def _check_project(ctx: Ctx) -> None:
@@ -245,10 +285,24 @@ def _check_project(ctx: Ctx) -> None:
 
 
 def _check_model(ctx: Ctx) -> None:
+    """404 for unknown and retired ids, and for a method the model does not serve."""
     r = ctx.route
-    ok = (ctx.kind in ("image", "text") and r.operation in GENERATE_OPS) or (
-        ctx.kind == "upscale" and r.operation == "predict" and r.backend == "vertex"
+    if r.operation == "list":
+        return
+    ok = (
+        (ctx.kind in ("image", "text") and r.operation in GENERATE_OPS | {"countTokens"})
+        or (ctx.kind == "upscale" and r.operation == "predict" and r.backend == "vertex")
+        or (ctx.kind is not None and r.operation == "get")
     )
+    spec = image_model(r.model)
+    if (
+        ok
+        and spec is not None
+        and spec.vertex_global_only
+        and r.backend == "vertex"
+        and r.location not in (None, "global")
+    ):
+        ok = False  # a global-only model asked for in a region (§4.1): Vertex has none there
     if not ok:
         raise msg.model_not_found(r.backend, r.version, r.model, r.operation, r.resource)
 
@@ -262,7 +316,109 @@ async def _json_body(request: Request) -> Any:
         raise msg.invalid_json(f"Unexpected token.\n{snippet}\n^") from None
 
 
+# ---------------------------------------------------------------------------- model reads
+
+
+def _json(ctx: Ctx, body: Any) -> Response:
+    ctx.state.decide(ctx.call, 200, "ok")
+    return Response(resp.dumps(body), 200, media_type="application/json; charset=UTF-8")
+
+
+def _describe(route: Route, model: ImageModel | OtherModel, name: str) -> dict[str, Any]:
+    if route.backend == "aistudio":
+        return resp.aistudio_model(model, name)
+    return resp.vertex_model(model, name)
+
+
+def _get_model(ctx: Ctx) -> Response:
+    name = ctx.route.model
+    model: ImageModel | OtherModel | None = image_model(name) or other_model(name)
+    assert model is not None  # _check_model answered 404 otherwise
+    return _json(ctx, _describe(ctx.route, model, name))
+
+
+def _page_token(backend: str, offset: int) -> str:
+    raw = f"{backend}:{offset}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _page_offset(backend: str, token: str) -> int:
+    """Page tokens are opaque to clients; a forged or foreign one is a 400, as at Google."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        prefix, _, offset = raw.partition(":")
+        if prefix == backend and offset.isdigit():
+            return int(offset)
+    except (ValueError, UnicodeDecodeError):
+        pass
+    raise msg.bad_request("Invalid page token.")
+
+
+def _list_models(ctx: Ctx) -> Response:
+    """``models.list``: pageSize/pageToken in, nextPageToken out only while more remain."""
+    backend = ctx.route.backend
+    params = ctx.request.query_params
+    if params.get("filter"):  # the SDK's tuned-model listing: this emulator has none
+        return _json(ctx, {})
+    size_text = params.get("pageSize", "")
+    try:
+        size = int(size_text) if size_text else 0
+    except ValueError:
+        raise msg.bad_request(
+            f"Invalid value at 'page_size' (TYPE_INT32), \"{size_text}\""
+        ) from None
+    if size < 0:
+        raise msg.bad_request("page_size must not be negative.")
+    size = min(size or DEFAULT_PAGE_SIZE[backend], MAX_PAGE_SIZE)
+    token = params.get("pageToken", "")
+    offset = _page_offset(backend, token) if token else 0
+    models = listed(backend)
+    page = models[offset : offset + size]
+    key = "models" if backend == "aistudio" else "publisherModels"
+    body: dict[str, Any] = {key: [_describe(ctx.route, m, m.id) for m in page]}
+    if offset + size < len(models):
+        body["nextPageToken"] = _page_token(backend, offset + size)
+    return _json(ctx, body)
+
+
+def _count_tokens(ctx: Ctx, body: Any) -> Response:
+    """The prompt tokens generateContent would bill for the same contents."""
+    count = parse_count_tokens(ctx.route, body)
+    spec = image_model(ctx.route.model)
+    per_image = spec.input_image_tokens if spec is not None else PRO.input_image_tokens
+    details = [{"modality": "TEXT", "tokenCount": count.text_tokens}]
+    if count.image_count:
+        details.append({"modality": "IMAGE", "tokenCount": count.image_count * per_image})
+    out: dict[str, Any] = {"totalTokens": count.text_tokens + count.image_count * per_image}
+    if ctx.route.backend == "vertex":
+        out["totalBillableCharacters"] = count.characters
+    out["promptTokensDetails"] = details
+    return _json(ctx, out)
+
+
 # ---------------------------------------------------------------------------- fates
+
+
+def _service_tier(ctx: Ctx, requested: str | None) -> str:
+    """The tier that serves the call: the one asked for, unless the model has no such tier
+    (Lite: standard only), in which case it runs as standard, as a priority overflow does."""
+    spec = image_model(ctx.route.model)
+    tiers = spec.service_tiers if spec is not None else PRO.service_tiers
+    return requested if requested in tiers else "standard"
+
+
+def _traffic_type(ctx: Ctx, requested: str | None) -> str:
+    """Vertex's billing pool, from the request-type headers (or the body's serviceTier).
+
+    ``dedicated`` means Provisioned Throughput only; the emulator has bought none, so every
+    such call is over its order: 429, the documented PT text.
+    """
+    headers = ctx.request.headers
+    if headers.get(REQUEST_TYPE_HEADER, "").lower() == "dedicated":
+        raise msg.provisioned_throughput_exceeded()
+    shared = headers.get(SHARED_REQUEST_TYPE_HEADER, "").lower() or requested
+    tier = _service_tier(ctx, shared if shared in TRAFFIC_OF_TIER else None)
+    return TRAFFIC_OF_TIER.get(tier, "ON_DEMAND")
 
 
 def _admit(ctx: Ctx) -> None:
@@ -411,7 +567,11 @@ def _thoughts(model: str, prompt: str) -> int:
 
 
 async def _respond(
-    ctx: Ctx, body: dict[str, Any], forced: flt.ForcedFault | None, outcome: str = "ok"
+    ctx: Ctx,
+    body: dict[str, Any],
+    forced: flt.ForcedFault | None,
+    outcome: str = "ok",
+    tier: str = "standard",
 ) -> Response:
     """Serialize (off the loop: bodies reach tens of MB) and apply any body fault."""
     name = forced.fault if forced else None
@@ -431,7 +591,7 @@ async def _respond(
         ctx.state.decide(ctx.call, 200, "reset")
         return DroppedResponse(payload, media)
     ctx.state.decide(ctx.call, 200, outcome)
-    headers = {"x-gemini-service-tier": "standard"} if ctx.route.backend == "aistudio" else {}
+    headers = {"x-gemini-service-tier": tier} if ctx.route.backend == "aistudio" else {}
     return Response(payload, 200, headers=headers, media_type=media)
 
 
@@ -441,6 +601,9 @@ async def _respond(
 def _image_spec(ctx: Ctx, req: GenerateRequest) -> ImageSpec:
     p = ctx.profile
     fmt, quality = p.image_format, p.jpeg_quality
+    spec = image_model(ctx.route.model)
+    if ctx.route.backend == "aistudio" and spec is not None and spec.aistudio_mime:
+        fmt = FORMAT_OF_MIME[spec.aistudio_mime]  # e.g. 2.5 Flash answers PNG on AI Studio
     if req.output_mime is not None:
         fmt = FORMAT_OF_MIME[req.output_mime]
     if fmt == "jpeg" and req.output_quality is not None:
@@ -457,12 +620,46 @@ def _image_spec(ctx: Ctx, req: GenerateRequest) -> ImageSpec:
         detail=p.detail,
         reference_digest=req.reference_digest,
         label=f"{ctx.route.backend} {ctx.route.model}",
+        seed=req.seed,
+        reference_count=req.reference_count,
+    )
+
+
+def _draft_spec(final: ImageSpec) -> ImageSpec:
+    """The interim thought image for ``final``: same scene, a quarter of each side, PNG."""
+    return ImageSpec(
+        prompt=final.prompt,
+        width=max(64, final.width // DRAFT_SCALE),
+        height=max(64, final.height // DRAFT_SCALE),
+        fmt="png",
+        detail=0.0,
+        reference_digest=final.reference_digest,
+        label=final.label,
+        seed=final.seed,
+        reference_count=final.reference_count,
+        draft=True,
+    )
+
+
+def _meta(ctx: Ctx, req: GenerateRequest, thoughts: int, traffic: str) -> resp.Meta:
+    spec = image_model(ctx.route.model)
+    return resp.Meta(
+        ctx.route,
+        _response_id(ctx),
+        req.text_tokens,
+        thoughts,
+        req.reference_count,
+        spec.input_image_tokens if spec is not None else PRO.input_image_tokens,
+        traffic,
     )
 
 
 async def _generate_image(ctx: Ctx, req: GenerateRequest) -> Response:
     entry = ctx.call.entry
     entry.update(prompt=req.prompt, aspect_ratio=req.aspect_ratio, image_size=req.image_size)
+    if req.seed is not None:
+        entry["seed"] = req.seed
+    traffic = _traffic_type(ctx, req.service_tier) if ctx.route.backend == "vertex" else ""
     forced = await _take_fault(ctx, "image")
     if forced is None:
         _admit(ctx)
@@ -479,32 +676,45 @@ async def _generate_image(ctx: Ctx, req: GenerateRequest) -> Response:
     else:
         refusal = FORCED_REFUSALS.get(forced.fault)
     seed = f"{req.prompt}\x00{req.aspect_ratio}\x00{req.image_size}\x00{ctx.route.backend}"
-    meta = resp.Meta(
-        ctx.route,
-        _response_id(ctx),
-        count_tokens(req.prompt) + 258 * req.reference_count,
-        _thoughts(ctx.route.model, req.prompt),
-        req.reference_count,
-    )
-    if refusal == "PROMPT_BLOCKED":  # blocked before the model runs: no latency, no thoughts
-        meta = resp.Meta(ctx.route, meta.response_id, meta.prompt_tokens, 0, req.reference_count)
-        return await _respond(ctx, resp.refusal_body(meta, refusal), forced, "refused")
+    if req.seed is not None:
+        seed += f"\x00{req.seed}"
+    tier = _service_tier(ctx, req.service_tier)
+    blocked = refusal == "PROMPT_BLOCKED"  # blocked before the model runs: no thoughts
+    meta = _meta(ctx, req, 0 if blocked else _thoughts(ctx.route.model, req.prompt), traffic)
+    if blocked:  # ... and no latency
+        body = resp.refusal_body(meta, "PROMPT_BLOCKED")
+        return await _respond(ctx, body, forced, "refused", tier)
     latency = _latency(ctx, req.image_size)
     if refusal is not None:
         await _sleep(latency)
-        return await _respond(ctx, resp.refusal_body(meta, refusal), forced, "refused")
+        return await _respond(ctx, resp.refusal_body(meta, refusal), forced, "refused", tier)
     if forced is not None and forced.fault == "no_image":
         await _sleep(latency)
-        return await _respond(ctx, resp.no_image_text_body(meta, seed), forced)
+        return await _respond(ctx, resp.no_image_text_body(meta, seed), forced, tier=tier)
     spec = _image_spec(ctx, req)
-    rendering = asyncio.ensure_future(ctx.state.cache.get(spec))
+    renderer = functools.partial(render, references=req.references)
+    specs = [spec]
+    model = image_model(ctx.route.model)
+    if model is not None and model.thought_images:
+        specs.append(_draft_spec(spec))
+    # Drafts have their own cache: they must not evict final images nor count as renders.
+    caches = [ctx.state.cache, ctx.state.draft_cache]
+    renders = [
+        asyncio.ensure_future(cache.get(s, renderer))
+        for cache, s in zip(caches, specs, strict=False)
+    ]
     try:
         await _sleep(latency)
-        data = await rendering
+        data, *drafts = [await r for r in renders]
     finally:
-        if not rendering.done():
-            rendering.cancel()
+        for r in renders:
+            if not r.done():
+                r.cancel()
     image_b64 = await anyio.to_thread.run_sync(lambda: base64.b64encode(data).decode("ascii"))
+    thought_images = tuple(
+        (base64.b64encode(d).decode("ascii"), s.mime)
+        for d, s in zip(drafts, specs[1:], strict=True)
+    )
     body = resp.image_body(
         meta,
         image_b64=image_b64,
@@ -513,17 +723,20 @@ async def _generate_image(ctx: Ctx, req: GenerateRequest) -> Response:
         want_text=req.want_text,
         include_thoughts=req.include_thoughts,
         seed=seed,
+        thought_images=thought_images,
     )
-    return await _respond(ctx, body, forced)
+    return await _respond(ctx, body, forced, tier=tier)
 
 
 async def _generate_text(ctx: Ctx, req: GenerateRequest) -> Response:
     ctx.call.entry["prompt"] = req.prompt
+    traffic = _traffic_type(ctx, req.service_tier) if ctx.route.backend == "vertex" else ""
     forced = await _take_fault(ctx, "text")
     await _sleep(_latency(ctx, "1K", factor=0.25))
     text = rewrite(req.prompt)
-    meta = resp.Meta(ctx.route, _response_id(ctx), count_tokens(req.prompt))
-    return await _respond(ctx, resp.text_body(meta, text, count_tokens(text)), forced)
+    meta = _meta(ctx, req, 0, traffic)
+    body = resp.text_body(meta, text, count_tokens(text))
+    return await _respond(ctx, body, forced, tier=_service_tier(ctx, req.service_tier))
 
 
 async def _upscale(ctx: Ctx, body: Any) -> Response:

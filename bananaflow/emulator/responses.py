@@ -1,7 +1,10 @@
 """Success and refusal bodies, camelCase, in the shapes of google-image-apis.md §1.6, §1.7, §2.4.
 
-Clients must scan every part (a text part usually comes first), accept thought parts, and read
-refusals from HTTP-200 bodies, so the bodies here include those features on purpose.
+Clients must scan every part (a text part usually comes first), skip thought parts (the Pro
+model's interim images come before the final one), and read refusals from HTTP-200 bodies, so
+the bodies here include those features on purpose. Fields the official SDK's types do not have
+(``usageMetadata.serviceTier``) are not sent: the service tier travels in the
+``x-gemini-service-tier`` header (AI Studio) and ``usageMetadata.trafficType`` (Vertex).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from bananaflow.emulator.catalog import ImageModel, OtherModel
 from bananaflow.emulator.messages import MSG_IMAGE_SAFETY
 from bananaflow.emulator.routing import Route
 
@@ -34,9 +38,15 @@ class Meta:
 
     route: Route
     response_id: str
-    prompt_tokens: int
+    text_tokens: int
     thoughts_tokens: int = 0
     image_inputs: int = 0
+    image_input_tokens: int = 258
+    traffic_type: str = "ON_DEMAND"
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.text_tokens + self.image_inputs * self.image_input_tokens
 
     def top(self) -> dict[str, Any]:
         out: dict[str, Any] = {"modelVersion": self.route.model, "responseId": self.response_id}
@@ -47,10 +57,11 @@ class Meta:
         return out
 
     def usage(self, output_tokens: int = 0, modality: str = "IMAGE") -> dict[str, Any]:
-        text_tokens = self.prompt_tokens - 258 * self.image_inputs
-        prompt_details = [{"modality": "TEXT", "tokenCount": text_tokens}]
+        prompt_details = [{"modality": "TEXT", "tokenCount": self.text_tokens}]
         if self.image_inputs:
-            prompt_details.append({"modality": "IMAGE", "tokenCount": 258 * self.image_inputs})
+            prompt_details.append(
+                {"modality": "IMAGE", "tokenCount": self.image_inputs * self.image_input_tokens}
+            )
         usage: dict[str, Any] = {
             "promptTokenCount": self.prompt_tokens,
             "totalTokenCount": self.prompt_tokens + output_tokens + self.thoughts_tokens,
@@ -64,10 +75,45 @@ class Meta:
         if self.thoughts_tokens:
             usage["thoughtsTokenCount"] = self.thoughts_tokens
         if self.route.backend == "vertex":
-            usage["trafficType"] = "ON_DEMAND"
-        else:
-            usage["serviceTier"] = "standard"
+            usage["trafficType"] = self.traffic_type
         return usage
+
+
+_HARM_CATEGORIES = (
+    "HARM_CATEGORY_HATE_SPEECH",
+    "HARM_CATEGORY_DANGEROUS_CONTENT",
+    "HARM_CATEGORY_HARASSMENT",
+    "HARM_CATEGORY_SEXUALLY_EXPLICIT",
+)
+
+
+def safety_ratings(seed: str, *, blocked: str | None = None) -> list[dict[str, Any]]:
+    """Vertex's per-candidate ratings (probability and severity, with scores), §2.4.
+
+    Scores are small and stable per request; ``blocked`` marks one category as the reason.
+    """
+    out: list[dict[str, Any]] = []
+    for i, category in enumerate(_HARM_CATEGORIES):
+        digest = hashlib.sha256(f"{seed}\x00{category}".encode()).digest()
+        p_score = round(digest[0] / 255 * 0.2, 6)
+        s_score = round(digest[1] / 255 * 0.15, 6)
+        rating: dict[str, Any] = {
+            "category": category,
+            "probability": "NEGLIGIBLE",
+            "probabilityScore": p_score,
+            "severity": "HARM_SEVERITY_NEGLIGIBLE",
+            "severityScore": s_score,
+        }
+        if blocked is not None and i == 0:
+            rating.update(
+                probability="HIGH",
+                probabilityScore=0.93,
+                severity="HARM_SEVERITY_HIGH",
+                severityScore=0.88,
+                blocked=True,
+            )
+        out.append(rating)
+    return out
 
 
 def signature(seed: str, n: int) -> str:
@@ -85,22 +131,31 @@ def image_body(
     want_text: bool,
     include_thoughts: bool,
     seed: str,
+    thought_images: tuple[tuple[str, str], ...] = (),
 ) -> dict[str, Any]:
+    """Parts in Google's order: thoughts (text summary only when asked for; interim images
+    whenever the model drew them), then the signed chatter text, then the signed image.
+
+    ``thought_images`` are ``(base64, mime)`` pairs; thought parts never carry a signature.
+    """
     parts: list[dict[str, Any]] = []
     if include_thoughts and meta.thoughts_tokens:
         parts.append({"text": THOUGHT, "thought": True})
+    for data, thought_mime in thought_images:
+        parts.append({"inlineData": {"mimeType": thought_mime, "data": data}, "thought": True})
     if want_text:
         parts.append({"text": CHATTER, "thoughtSignature": signature(seed, 0)})
     image = {"mimeType": mime, "data": image_b64}
     parts.append({"inlineData": image, "thoughtSignature": signature(seed, 1)})
+    candidate: dict[str, Any] = {
+        "content": {"role": "model", "parts": parts},
+        "finishReason": "STOP",
+        "index": 0,
+    }
+    if meta.route.backend == "vertex":
+        candidate["safetyRatings"] = safety_ratings(seed)
     return {
-        "candidates": [
-            {
-                "content": {"role": "model", "parts": parts},
-                "finishReason": "STOP",
-                "index": 0,
-            }
-        ],
+        "candidates": [candidate],
         "usageMetadata": meta.usage(output_tokens),
         **meta.top(),
     }
@@ -140,11 +195,55 @@ def refusal_body(meta: Meta, reason: str) -> dict[str, Any]:
     candidate: dict[str, Any] = {"content": {}, "finishReason": reason, "index": 0}
     if reason == "IMAGE_SAFETY":
         candidate["finishMessage"] = MSG_IMAGE_SAFETY
+    if meta.route.backend == "vertex":
+        candidate["safetyRatings"] = safety_ratings(
+            meta.response_id, blocked=reason if reason == "IMAGE_SAFETY" else None
+        )
     return {"candidates": [candidate], "usageMetadata": meta.usage(), **meta.top()}
 
 
 def upscale_body(image_b64: str, mime: str) -> dict[str, Any]:
     return {"predictions": [{"bytesBase64Encoded": image_b64, "mimeType": mime}]}
+
+
+def _methods(model: ImageModel | OtherModel) -> list[str]:
+    if isinstance(model, OtherModel):
+        return list(model.methods)
+    return ["generateContent", "countTokens", "batchGenerateContent"]
+
+
+def aistudio_model(model: ImageModel | OtherModel, name: str) -> dict[str, Any]:
+    """A ``google.ai.generativelanguage`` Model resource, as ``GET /v1beta/models/{m}`` sends it."""
+    out: dict[str, Any] = {
+        "name": f"models/{name}",
+        "version": model.version,
+        "displayName": model.display_name,
+        "description": model.description,
+        "inputTokenLimit": model.input_token_limit,
+        "outputTokenLimit": model.output_token_limit,
+        "supportedGenerationMethods": _methods(model),
+    }
+    if isinstance(model, ImageModel) or model.kind == "text":
+        out.update(temperature=1.0, topP=0.95, topK=64, maxTemperature=2.0)
+    if (isinstance(model, ImageModel) and model.thinks) or (
+        isinstance(model, OtherModel) and model.kind == "text"
+    ):
+        out["thinking"] = True
+    return out
+
+
+def vertex_model(model: ImageModel | OtherModel, name: str) -> dict[str, Any]:
+    """A Vertex PublisherModel resource (``GET .../publishers/google/models/{m}``)."""
+    return {
+        "name": f"publishers/google/models/{name}",
+        "versionId": "001",
+        "openSourceCategory": "PROPRIETARY",
+        "launchStage": model.launch_stage,
+        "versionState": "VERSION_STATE_STABLE",
+        "publisherModelTemplate": (
+            f"projects/{{project}}/locations/{{location}}/publishers/google/models/{name}"
+        ),
+    }
 
 
 def dumps(body: Any) -> bytes:
@@ -154,7 +253,8 @@ def dumps(body: Any) -> bytes:
 def frame(body: Any, *, stream: bool, sse: bool) -> tuple[bytes, str]:
     """Serialize for the operation: plain JSON, an SSE event, or a JSON array (streams w/o SSE)."""
     if stream and sse:
-        return b"data: " + dumps(body) + b"\n\n", "text/event-stream"
+        # Live Gemini ends each event with CRLF CRLF; SDKs split on any blank line.
+        return b"data: " + dumps(body) + b"\r\n\r\n", "text/event-stream"
     if stream:
         return b"[" + dumps(body) + b"]", "application/json; charset=UTF-8"
     return dumps(body), "application/json; charset=UTF-8"

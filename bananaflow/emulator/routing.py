@@ -1,8 +1,10 @@
-"""Turning a Google API path into (backend, operation, model).
+"""Turning a Google API method and path into (backend, operation, model).
 
 Both services share one port, as they share path shapes: ``/v1/models/...`` is the Gemini API,
 ``/v1/projects/...`` and ``/v1/publishers/...`` are Vertex. Starlette can't route on the
-``models/{m}:generateContent`` colon form, so one catch-all route hands the path to ``parse``.
+``models/{m}:generateContent`` colon form, so one catch-all route hands every request to
+``parse``, which also tells an unknown path (404) from a known one asked with the wrong HTTP
+method (405): Google answers both with a JSON ``google.rpc.Status``, never a plain-text page.
 """
 
 from __future__ import annotations
@@ -12,15 +14,23 @@ from dataclasses import dataclass
 from typing import Literal
 
 Backend = Literal["aistudio", "vertex"]
-OPERATIONS: frozenset[str] = frozenset({"generateContent", "streamGenerateContent", "predict"})
-
-_AISTUDIO = re.compile(r"^/(?P<version>v1|v1beta)/models/(?P<model>[^/:]+):(?P<op>[A-Za-z]+)$")
-_VERTEX = re.compile(
-    r"^/(?P<version>v1|v1beta1)/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
-    r"/publishers/google/models/(?P<model>[^/:]+):(?P<op>[A-Za-z]+)$"
+# Model operations: ``POST models/{m}:{op}``.
+POST_OPERATIONS: frozenset[str] = frozenset(
+    {"generateContent", "streamGenerateContent", "predict", "countTokens"}
 )
-_EXPRESS = re.compile(
-    r"^/(?P<version>v1|v1beta1)/publishers/google/models/(?P<model>[^/:]+):(?P<op>[A-Za-z]+)$"
+# Resource reads: ``GET models/{m}`` is "get", ``GET models`` is "list".
+GET_OPERATIONS: frozenset[str] = frozenset({"get", "list"})
+OPERATIONS: frozenset[str] = POST_OPERATIONS | GET_OPERATIONS
+
+_AISTUDIO_VERSIONS = "v1|v1beta"
+_VERTEX_VERSIONS = "v1|v1beta1"
+_AISTUDIO = re.compile(
+    rf"^/(?P<version>{_AISTUDIO_VERSIONS})/models(?:/(?P<model>[^/:]+)(?::(?P<op>[A-Za-z]+))?)?$"
+)
+_VERTEX = re.compile(
+    rf"^/(?P<version>{_VERTEX_VERSIONS})"
+    r"(?:/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+))?"
+    r"/publishers/google/models(?:/(?P<model>[^/:]+)(?::(?P<op>[A-Za-z]+))?)?$"
 )
 
 
@@ -35,7 +45,7 @@ class Route:
 
     @property
     def express(self) -> bool:
-        """Vertex express mode: no project in the path, authenticated by API key."""
+        """Vertex without a project in the path: express mode (API key) or a publisher read."""
         return self.backend == "vertex" and self.project is None
 
     @property
@@ -55,17 +65,32 @@ class Route:
         return f"{self.backend}:{self.operation}"
 
 
-def parse(path: str) -> Route | None:
-    """The route for a POST path, or None when no Google API has that path."""
+@dataclass(frozen=True)
+class NoRoute:
+    """Why a request has no route: 404 (no such path) or 405 (path exists, other methods)."""
+
+    status: Literal[404, 405]
+    allowed: tuple[str, ...] = ()
+
+
+def parse(method: str, path: str) -> Route | NoRoute:
+    """The route for a request, or the 404/405 Google answers when there is none."""
     m = _AISTUDIO.match(path)
-    if m:
-        return Route("aistudio", m["op"], m["model"], m["version"])
-    m = _VERTEX.match(path)
-    if m:
-        return Route(
-            "vertex", m["op"], m["model"], m["version"], m["project"], m["location"]
-        )
-    m = _EXPRESS.match(path)
-    if m:
-        return Route("vertex", m["op"], m["model"], m["version"])
-    return None
+    backend: Backend = "aistudio"
+    if m is None:
+        m = _VERTEX.match(path)
+        backend = "vertex"
+    if m is None:
+        return NoRoute(404)
+    model, op = m["model"], m["op"]
+    groups = m.groupdict()
+    project, location = groups.get("project"), groups.get("location")
+    if op is not None:
+        if op not in POST_OPERATIONS:
+            return NoRoute(404)
+        if method != "POST":
+            return NoRoute(405, ("POST",))
+        return Route(backend, op, model, m["version"], project, location)
+    if method != "GET":
+        return NoRoute(405, ("GET",))
+    return Route(backend, "get" if model else "list", model or "", m["version"], project, location)

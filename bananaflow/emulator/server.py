@@ -179,6 +179,7 @@ def serve_forever(settings: EmulatorSettings) -> None:
         f"emulator.api_keys)\n"
         f"  Vertex AI:  {url}/v1/projects/{settings.project}/locations/global/publishers/google/"
         f"models/<model>:generateContent (bearer from {url}/token)\n"
+        f"  models:     GET {url}/v1beta/models[/<model>], POST .../<model>:countTokens\n"
         f"  control:    {url}/_emulator/stats | /requests | /reset | /faults\n"
         "  Ctrl-C to stop.",
         flush=True,

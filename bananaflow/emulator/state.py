@@ -55,6 +55,8 @@ class EmulatorState:
         self.tokens = TokenStore()
         self.faults = FaultQueue()
         self.cache = RenderCache(settings.image_cache_size)
+        # The Pro model's small interim "thought" images, kept apart from the final images.
+        self.draft_cache = RenderCache(settings.image_cache_size)
         self.quotas = {
             b: BackendQuota(settings.profiles[b], settings.time_scale)
             for b in BACKENDS

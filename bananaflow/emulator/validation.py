@@ -11,18 +11,20 @@ import base64
 import binascii
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bananaflow.emulator import messages as msg
 from bananaflow.emulator.catalog import (
     ALL_RATIOS,
     EXTREME_RATIOS,
+    SERVICE_TIERS,
     SIZE_SPELLINGS,
-    is_flash25,
-    is_flash31,
+    ImageModel,
+    image_model,
 )
 from bananaflow.emulator.routing import Route
+from bananaflow.emulator.textgen import count_tokens
 
 _COMMON_TOP = {
     "contents", "systemInstruction", "safetySettings", "tools", "toolConfig",
@@ -83,11 +85,105 @@ PROMINENT_PEOPLE = frozenset(
 UPSCALE_FACTORS = {"x2": 2, "x3": 3, "x4": 4}
 MAX_UPSCALE_INPUT_BYTES = 10 * 1024 * 1024
 
+# Thought signatures Google documents for history it did not produce (reference §1.6).
+DUMMY_SIGNATURES = frozenset(
+    {"skip_thought_signature_validator", "context_engineering_is_the_way_to_go"}
+)
+
 _SNAKE = re.compile(r"_([a-z0-9])")
+_UPPER = re.compile(r"([A-Z])")
 
 
 def camel(name: str) -> str:
     return _SNAKE.sub(lambda m: m.group(1).upper(), name)
+
+
+def snake(name: str) -> str:
+    """The proto field name Google quotes in paths: ``imageConfig`` -> ``image_config``."""
+    return _UPPER.sub(lambda m: "_" + m.group(1).lower(), name)
+
+
+# ---------------------------------------------------------------------------- schemas
+#
+# Google parses the whole JSON body against the proto before it validates anything, and lists
+# every unknown name it met, so unknown fields are collected in one pass over these trees
+# (a dict is a message to descend into, None a field whose content is not checked here).
+
+Schema = dict[str, "Schema | None"]
+
+_BLOB: Schema = dict.fromkeys(BLOB_FIELDS)
+_FILE_DATA: Schema = dict.fromkeys(("mimeType", "fileUri", "displayName"))
+_PART: Schema = {
+    **dict.fromkeys(PART_FIELDS), "inlineData": _BLOB, "fileData": _FILE_DATA,
+}
+_CONTENT: Schema = {"role": None, "parts": _PART}
+_THINKING: Schema = dict.fromkeys(THINKING_FIELDS)
+
+
+def _image_schema(backend: str) -> Schema:
+    out: Schema = dict.fromkeys(IMAGE_FIELDS[backend])
+    if backend == "vertex":
+        out["imageOutputOptions"] = dict.fromkeys(OUTPUT_OPTION_FIELDS)
+    return out
+
+
+def _top_schema(backend: str) -> Schema:
+    generation: Schema = {
+        **dict.fromkeys(GENERATION_FIELDS[backend]),
+        "imageConfig": _image_schema(backend),
+        "thinkingConfig": _THINKING,
+    }
+    return {
+        **dict.fromkeys(TOP_FIELDS[backend]),
+        "contents": _CONTENT,
+        "systemInstruction": _CONTENT,
+        "safetySettings": dict.fromkeys(SAFETY_FIELDS[backend]),
+        "generationConfig": generation,
+    }
+
+
+GENERATE_SCHEMA: dict[str, Schema] = {b: _top_schema(b) for b in ("aistudio", "vertex")}
+COUNT_SCHEMA: dict[str, Schema] = {
+    "aistudio": {
+        "contents": _CONTENT,
+        "generateContentRequest": {**GENERATE_SCHEMA["aistudio"], "model": None},
+    },
+    "vertex": {
+        "contents": _CONTENT,
+        "systemInstruction": _CONTENT,
+        "tools": None,
+        "generationConfig": GENERATE_SCHEMA["vertex"]["generationConfig"],
+        "instances": None,
+        "model": None,
+    },
+}
+
+
+def collect_unknown(obj: Any, schema: Schema, where: str, out: list[tuple[str, str]]) -> None:
+    """Append ``(name as sent, parent path)`` for every field the schema does not know."""
+    if not isinstance(obj, dict):
+        return
+    for key, value in obj.items():
+        name = camel(str(key))
+        if name not in schema:
+            out.append((str(key), where))
+            continue
+        child = schema[name]
+        if child is None:
+            continue
+        path = f"{where}.{snake(name)}" if where else snake(name)
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                collect_unknown(item, child, f"{path}[{i}]", out)
+        else:
+            collect_unknown(value, child, path, out)
+
+
+def reject_unknown(body: Any, schema: Schema) -> None:
+    found: list[tuple[str, str]] = []
+    collect_unknown(body, schema, "", found)
+    if found:
+        raise msg.unknown_fields(found)
 
 
 def fields(obj: Any, allowed: frozenset[str], where: str) -> dict[str, Any]:
@@ -139,6 +235,23 @@ class GenerateRequest:
     output_quality: int | None = None
     reference_digest: str = ""
     reference_count: int = 0
+    # Decoded input images (user references and earlier model images in the history), drawn
+    # as thumbnails so a test can see them arrive; not part of equality (the digest is).
+    references: tuple[bytes, ...] = field(default=(), compare=False, repr=False)
+    # Tokens of every text in the request (all turns and the system instruction).
+    text_tokens: int = 0
+    seed: int | None = None
+    service_tier: str | None = None
+
+
+@dataclass
+class _Contents:
+    """What the turns carry: the prompt to draw, texts to count, images to acknowledge."""
+
+    prompt: str = ""
+    texts: list[str] = field(default_factory=list)
+    images: list[bytes] = field(default_factory=list)
+    digest: Any = field(default_factory=hashlib.sha256)
 
 
 def _check_role(route: Route, role: Any) -> None:
@@ -149,42 +262,66 @@ def _check_role(route: Route, role: Any) -> None:
     raise msg.bad_request(msg.MSG_BAD_ROLE)
 
 
-def _check_part(route: Route, part: Any, where: str, digest: Any) -> tuple[str, int]:
-    """Validate one part; return its text (if a non-thought text part) and image count."""
+def _has_signature(f: dict[str, Any], where: str) -> bool:
+    value = f.get("thoughtSignature")
+    if value in (None, ""):
+        return False
+    if isinstance(value, str) and value in DUMMY_SIGNATURES:
+        return True
+    decode_base64(value, f"{where}.thought_signature")  # a bytes field: must be base64
+    return True
+
+
+def _check_part(route: Route, part: Any, where: str, acc: _Contents) -> tuple[str, bool]:
+    """Validate one part; return its text (if a non-thought text part) and whether it is a
+    non-thought image (the parts a model turn must have signed)."""
     f = fields(part, PART_FIELDS, where)
     if not PART_DATA_FIELDS & f.keys():
         raise msg.bad_request(
             f"* GenerateContentRequest.{where}.data: required oneof field 'data' must have one "
             "initialized field\n"
         )
+    thought = bool(f.get("thought"))
     if "inlineData" in f:
         blob_where = f"{where}.inline_data"
         blob = fields(f["inlineData"], BLOB_FIELDS, blob_where)
         if not blob.get("mimeType"):
             raise msg.bad_request(f"* GenerateContentRequest.{blob_where}.mime_type: required\n")
-        digest.update(decode_base64(blob.get("data", ""), f"{blob_where}.data"))
-        return "", 1
+        data = decode_base64(blob.get("data", ""), f"{blob_where}.data")
+        if not thought:
+            acc.digest.update(data)
+            acc.images.append(data)
+        return "", not thought
+    if "fileData" in f and not thought:
+        fd = fields(f["fileData"], frozenset(_FILE_DATA), f"{where}.file_data")
+        if str(fd.get("mimeType", "")).startswith("image/"):
+            acc.digest.update(str(fd.get("fileUri", "")).encode())
+            acc.images.append(b"")  # acknowledged, but the emulator cannot fetch it
+        return "", False
     text = f.get("text")
     if text is not None and not isinstance(text, str):
         raise msg.bad_request(f"Invalid value at '{where}.text' (TYPE_STRING), {text!r}")
-    if text and not f.get("thought"):
-        return text, 0
-    return "", 0
+    if text and not thought:
+        return text, False
+    return "", False
 
 
-def _parse_contents(route: Route, contents: Any) -> tuple[str, str, int]:
-    """Validate turns; return the last user turn's text, the input images' digest and count."""
+def _parse_contents(route: Route, contents: Any, *, signed: bool) -> _Contents:
+    """Validate turns; collect the last user turn's text and every text and image.
+
+    ``signed``: the model validates thought signatures (Gemini 3), so a model turn's image
+    without one is a 400 naming its 1-based content and part positions.
+    """
     if contents is None or contents == []:
         raise msg.bad_request(msg.MSG_NO_CONTENTS)
     if not isinstance(contents, list):
         raise msg.invalid_json("Invalid value at 'contents': expected a list.")
-    digest = hashlib.sha256()
-    images = 0
-    prompt = ""
+    acc = _Contents()
     for i, content in enumerate(contents):
         where = f"contents[{i}]"
         c = fields(content, CONTENT_FIELDS, where)
-        _check_role(route, c.get("role"))
+        role = c.get("role")
+        _check_role(route, role)
         parts = c.get("parts")
         if not parts:
             raise msg.bad_request(msg.MSG_EMPTY_INPUT)
@@ -192,13 +329,21 @@ def _parse_contents(route: Route, contents: Any) -> tuple[str, str, int]:
             raise msg.invalid_json(f"Invalid value at '{where}.parts': expected a list.")
         texts: list[str] = []
         for j, part in enumerate(parts):
-            text, n = _check_part(route, part, f"{where}.parts[{j}]", digest)
-            images += n
+            part_where = f"{where}.parts[{j}]"
+            text, image = _check_part(route, part, part_where, acc)
             if text:
                 texts.append(text)
-        if c.get("role") in (None, "", "user"):
-            prompt = " ".join(texts)
-    return prompt, (digest.hexdigest() if images else ""), images
+            if (
+                signed
+                and image
+                and role == "model"
+                and not _has_signature(fields(part, PART_FIELDS, part_where), part_where)
+            ):
+                raise msg.missing_signature(i + 1, j + 1)
+        acc.texts.extend(texts)
+        if role in (None, "", "user"):
+            acc.prompt = " ".join(texts)
+    return acc
 
 
 def _parse_modalities(route: Route, value: Any) -> bool:
@@ -248,23 +393,40 @@ def _check_quality(quality: Any, where: str) -> int | None:
     return quality
 
 
+def _check_ratio(route: Route, spec: ImageModel | None, ratio: Any) -> str:
+    if ratio not in ALL_RATIOS:
+        raise msg.bad_aspect_ratio(ratio)
+    allowed = spec.ratios_for(route.backend) if spec is not None else ALL_RATIOS
+    if ratio not in allowed or (spec is None and ratio in EXTREME_RATIOS):
+        raise msg.ratio_not_for_model(ratio)
+    return str(ratio)
+
+
+def _check_size(spec: ImageModel | None, size: Any) -> str | None:
+    """The canonical size, or None when the model ignores imageSize (2.5 Flash, even "8K")."""
+    if spec is not None and not spec.sizes:
+        return None
+    canonical = SIZE_SPELLINGS.get(str(size).upper())
+    if canonical is None:
+        raise msg.bad_image_size(size)
+    if spec is not None and canonical not in spec.sizes:
+        raise msg.size_not_for_model(str(size))
+    return canonical
+
+
 def _parse_image_config(route: Route, value: Any) -> dict[str, Any]:
     where = "generation_config.image_config"
     ic = fields(value, IMAGE_FIELDS[route.backend], where)
+    spec = image_model(route.model)
     out: dict[str, Any] = {}
     ratio = ic.get("aspectRatio")
     if ratio is not None:
-        if ratio not in ALL_RATIOS:
-            raise msg.bad_aspect_ratio(ratio)
-        if ratio in EXTREME_RATIOS and not is_flash31(route.model):
-            raise msg.ratio_not_for_model(ratio)
-        out["aspect_ratio"] = ratio
+        out["aspect_ratio"] = _check_ratio(route, spec, ratio)
     size = ic.get("imageSize")
-    if size is not None and not is_flash25(route.model):  # 2.5-flash ignores it, even "8K"
-        canonical = SIZE_SPELLINGS.get(str(size).upper())
-        if canonical is None:
-            raise msg.bad_image_size(size)
-        out["image_size"] = canonical
+    if size is not None:
+        canonical = _check_size(spec, size)
+        if canonical is not None:
+            out["image_size"] = canonical
     person = ic.get("personGeneration")
     if person is not None and person not in PERSON_GENERATION:
         raise msg.bad_request(
@@ -294,6 +456,17 @@ def _parse_image_config(route: Route, value: Any) -> dict[str, Any]:
     return out
 
 
+def _parse_seed(value: Any) -> int:
+    """int32, or its decimal string (proto3 JSON accepts both)."""
+    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not -(2**31) <= value < 2**31:
+        raise msg.bad_request(
+            f"Invalid value at 'generation_config.seed' (TYPE_INT32), {value!r}"
+        )
+    return value
+
+
 def _parse_generation_config(route: Route, value: Any) -> dict[str, Any]:
     where = "generation_config"
     gc = fields(value, GENERATION_FIELDS[route.backend], where)
@@ -307,6 +480,8 @@ def _parse_generation_config(route: Route, value: Any) -> dict[str, Any]:
         if count > 1:
             raise msg.bad_request(msg.MSG_MULTI_CANDIDATES)
     out["want_text"] = _parse_modalities(route, gc.get("responseModalities"))
+    if gc.get("seed") is not None:
+        out["seed"] = _parse_seed(gc["seed"])
     if "thinkingConfig" in gc:
         tc = fields(gc["thinkingConfig"], THINKING_FIELDS, f"{where}.thinking_config")
         out["include_thoughts"] = bool(tc.get("includeThoughts"))
@@ -328,20 +503,88 @@ def _check_safety_settings(route: Route, value: Any) -> None:
             )
 
 
+def _parse_service_tier(route: Route, value: Any) -> str | None:
+    """``flex|standard|priority`` (``unspecified`` means standard); lower case on the wire."""
+    name = str(value).lower()
+    if name == "unspecified":
+        return None
+    if name not in SERVICE_TIERS:
+        raise msg.bad_request(
+            f"Invalid value at 'service_tier' ({_proto_type(route, 'ServiceTier')}), \"{value}\""
+        )
+    return name
+
+
+def _system_texts(value: Any) -> list[str]:
+    """Texts of the system instruction (billed as prompt; its role is not checked)."""
+    si = fields(value, CONTENT_FIELDS, "system_instruction")
+    parts = si.get("parts") or []
+    if not isinstance(parts, list):
+        raise msg.invalid_json("Invalid value at 'system_instruction.parts': expected a list.")
+    out: list[str] = []
+    for j, part in enumerate(parts):
+        f = fields(part, PART_FIELDS, f"system_instruction.parts[{j}]")
+        if isinstance(f.get("text"), str) and f["text"]:
+            out.append(f["text"])
+    return out
+
+
+def _signs(route: Route) -> bool:
+    spec = image_model(route.model)
+    return spec is not None and spec.thinks
+
+
+def _text_tokens(texts: list[str]) -> int:
+    return count_tokens(" ".join(texts)) if texts else 0
+
+
 def parse_generate(route: Route, body: Any) -> GenerateRequest:
     """Validate a generateContent body for this route; raise ``ApiError`` like Google would."""
+    reject_unknown(body, GENERATE_SCHEMA[route.backend])
     top = fields(body, TOP_FIELDS[route.backend], "")
-    prompt, digest, images = _parse_contents(route, top.get("contents"))
-    if "systemInstruction" in top:
-        fields(top["systemInstruction"], CONTENT_FIELDS, "system_instruction")
+    acc = _parse_contents(route, top.get("contents"), signed=_signs(route))
+    texts = list(acc.texts)
+    if top.get("systemInstruction") is not None:
+        texts.extend(_system_texts(top["systemInstruction"]))
     if "safetySettings" in top:
         _check_safety_settings(route, top["safetySettings"])
     options: dict[str, Any] = {}
     if top.get("generationConfig") is not None:
         options = _parse_generation_config(route, top["generationConfig"])
+    if top.get("serviceTier") is not None:
+        options["service_tier"] = _parse_service_tier(route, top["serviceTier"])
     return GenerateRequest(
-        prompt=prompt, reference_digest=digest, reference_count=images, **options
+        prompt=acc.prompt,
+        reference_digest=acc.digest.hexdigest() if acc.images else "",
+        reference_count=len(acc.images),
+        references=tuple(acc.images),
+        text_tokens=_text_tokens(texts),
+        **options,
     )
+
+
+@dataclass(frozen=True)
+class CountRequest:
+    """What ``countTokens`` counts: the same texts and images generateContent bills."""
+
+    text_tokens: int
+    image_count: int
+    characters: int
+
+
+def parse_count_tokens(route: Route, body: Any) -> CountRequest:
+    """Validate a countTokens body (AI Studio: ``contents`` or ``generateContentRequest``)."""
+    reject_unknown(body, COUNT_SCHEMA[route.backend])
+    top = fields(body, frozenset(COUNT_SCHEMA[route.backend]), "")
+    inner = top.get("generateContentRequest")
+    if inner is not None:
+        inner = fields(inner, TOP_FIELDS["aistudio"] | {"model"}, "generate_content_request")
+        top = {**inner, **({"contents": top["contents"]} if "contents" in top else {})}
+    acc = _parse_contents(route, top.get("contents"), signed=False)
+    texts = list(acc.texts)
+    if top.get("systemInstruction") is not None:
+        texts.extend(_system_texts(top["systemInstruction"]))
+    return CountRequest(_text_tokens(texts), len(acc.images), sum(len(t) for t in texts))
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,23 @@
 """The ``bananaflow`` command.
 
 ``generate`` runs the Prefect flow in this process (ephemeral Prefect when ``PREFECT_API_URL``
-is unset, that server when it is set). Prefect is imported lazily, after quiet defaults are in
-the environment, so ``bananaflow emulator`` and error paths start fast and the core stays free
-of Prefect imports.
+is unset, that server when it is set), on the embedded emulator when the config says so.
+Prefect is imported lazily, after quiet defaults are in the environment, so ``--version``,
+``bananaflow emulator`` and error paths start fast.
 """
 
 from __future__ import annotations
 
+import _thread
 import asyncio
+import contextlib
 import logging
 import os
+import signal
+import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,7 +27,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bananaflow import __version__, progress, shutdown, standin
+from bananaflow.cli.embedded import embedded
+from bananaflow.cli.prefect_api import ephemeral_api
 from bananaflow.config import load_settings
+from bananaflow.configfiles import config_file
 from bananaflow.errors import BananaflowError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
@@ -29,7 +39,10 @@ err_console = Console(stderr=True)
 # Piped output (CI logs, files) gets a wide table instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 160)
 
-DEMO_BATCH = Path(__file__).resolve().parent.parent / "configs" / "demo-batch.yaml"
+DRAIN_S = 60.0  # the longest a first Ctrl-C waits for answers in flight
+
+# Flow-parameter names as the user typed them on the command line.
+_FLAGS = {"image_size": "size", "output": "out", "batch_file": "batch", "prompts": "prompt"}
 
 _PREFECT_QUIET_DEFAULTS = {
     "PREFECT_LOGGING_LEVEL": "WARNING",
@@ -73,6 +86,27 @@ def _log_to_stderr() -> None:
         logging.getLogger(name).addFilter(_OneLineJobFailures())
 
 
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"bananaflow {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Prompts in, finished and stored images out (Nano Banana on AI Studio and Vertex AI)."""
+
+
+def _quiet_prefect() -> None:
+    for key, value in _PREFECT_QUIET_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
 @app.command()
 def generate(
     prompts: Annotated[list[str] | None, typer.Argument(help="Prompt(s) to render.")] = None,
@@ -93,11 +127,10 @@ def generate(
     format: Annotated[str | None, typer.Option(help="jpeg, webp, avif or png.")] = None,
 ) -> None:
     """Generate images through the Prefect chain and print what happened to each."""
-    for key, value in _PREFECT_QUIET_DEFAULTS.items():
-        os.environ.setdefault(key, value)
+    _quiet_prefect()
     _log_to_stderr()
     if demo:
-        batch = DEMO_BATCH
+        batch = config_file("demo-batch.yaml")
     if not prompts and batch is None:
         raise _fail(BananaflowError("give a prompt, --batch FILE or --demo"))
     raw: dict[str, Any] = {
@@ -114,21 +147,21 @@ def generate(
         "format": format,
     }
     try:
-        from pydantic import ValidationError
-
-        from flows.generate import GenerateParameters
-
-        try:
-            params = GenerateParameters.model_validate(raw)
-        except ValidationError as e:
-            first = e.errors(include_url=False)[0]
-            field = ".".join(str(p) for p in first["loc"])
-            raise BananaflowError(f"invalid --{field.replace('_', '-')}: {first['msg']}") from None
+        params = _parameters(raw)
         from bananaflow.preflight import preflight
 
         settings = load_settings(params.config, params.overrides())
-        preflight(settings, params.prompts, params.batch_file, params.backend)
-        summary = _run_with_progress(params)
+        with embedded(settings.emulator, wanted=settings.emulator.embedded) as stand_in:
+            if stand_in is not None:
+                logging.getLogger("bananaflow").info(
+                    "embedded emulator of AI Studio + Vertex (no Google calls) on %s",
+                    stand_in.url,
+                )
+            preflight(
+                standin.apply(settings), params.prompts, params.batch_file, params.forced_backend()
+            )
+            with ephemeral_api():
+                summary = _run_with_progress(params)
     except BananaflowError as err:
         raise _fail(err) from None
     _print_summary(summary)
@@ -136,8 +169,23 @@ def generate(
         raise typer.Exit(1)
 
 
+def _parameters(raw: dict[str, Any]) -> Any:
+    """The flow's parameters; a bad value is one line naming the flag the user typed."""
+    from pydantic import ValidationError
+
+    from bananaflow.parameters import GenerateParameters
+
+    try:
+        return GenerateParameters.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors(include_url=False)[0]
+        name = str(first["loc"][0]) if first["loc"] else "input"
+        flag = _FLAGS.get(name, name).replace("_", "-")
+        raise BananaflowError(f"invalid --{flag}: {first['msg']}") from None
+
+
 def _run_with_progress(params: Any) -> Any:
-    from flows import generate as flow_module
+    from bananaflow.flows.generate import generate_images
 
     columns = (
         TextColumn("[bold]generating"),
@@ -146,18 +194,47 @@ def _run_with_progress(params: Any) -> Any:
         TimeElapsedColumn(),
         TextColumn("{task.description}"),
     )
-    with Progress(*columns, console=err_console, transient=True) as progress:
-        bar = progress.add_task("", total=None)
+    with Progress(*columns, console=err_console, transient=True) as bar_view:
+        bar = bar_view.add_task("", total=None)
 
         def on_row(row: Any) -> None:
-            progress.advance(bar)
-            progress.update(bar, description=f"{row.job_id[:8]} {row.status}")
+            bar_view.advance(bar)
+            bar_view.update(bar, description=f"{row.job_id[:8]} {row.status}")
 
-        flow_module._listeners.append(on_row)
-        try:
-            return asyncio.run(flow_module.generate_images(params))
-        finally:
-            flow_module._listeners.remove(on_row)
+        with progress.subscribed(on_row), _stop_gently():
+            return asyncio.run(generate_images(params))
+
+
+@contextlib.contextmanager
+def _stop_gently() -> Iterator[None]:
+    """First Ctrl-C: start nothing new, let paid answers land and be saved, then summarise.
+
+    A second Ctrl-C (or ``DRAIN_S`` without the run ending) aborts at once; a re-run then
+    finds everything that was saved and pays only for what was not.
+    """
+    shutdown.draining.clear()
+
+    def first(_signum: int, _frame: object) -> None:
+        shutdown.draining.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        err_console.print(
+            f"stopping: no new requests; waiting up to {DRAIN_S:.0f} s for the images in flight "
+            "to land and be saved (Ctrl-C again to abort)"
+        )
+        timer = threading.Timer(DRAIN_S, _thread.interrupt_main)
+        timer.daemon = True
+        timer.start()
+
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise BananaflowError(
+            "aborted: answers in flight were dropped; re-run the same command to finish "
+            "(what was saved is not paid again)"
+        ) from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _print_summary(summary: Any) -> None:
@@ -192,8 +269,7 @@ def setup(
     pool: Annotated[str, typer.Option(help="Process work pool name.")] = "bananaflow-pool",
 ) -> None:
     """Create the work pool and per-backend global limits on the Prefect server (idempotent)."""
-    for key, value in _PREFECT_QUIET_DEFAULTS.items():
-        os.environ.setdefault(key, value)
+    _quiet_prefect()
     try:
         settings = load_settings(config)
     except BananaflowError as err:
@@ -206,7 +282,7 @@ def setup(
                 "PREFECT_API_URL=http://127.0.0.1:4200/api"
             )
         )
-    from deployments.setup import setup_prefect
+    from bananaflow.deployments.setup import setup_prefect
 
     for line in asyncio.run(setup_prefect(settings, pool)):
         console.print(line, highlight=False)
@@ -240,9 +316,54 @@ def emulator(
     serve_forever(settings.emulator)
 
 
-def main() -> None:  # pragma: no cover - console entry
-    app()
+@app.command()
+def worker(
+    pool: Annotated[str, typer.Option(help="Process work pool name.")] = "bananaflow-pool",
+    emulator_config: Annotated[
+        str, typer.Option("--emulator-config", help="Config whose emulator section to serve.")
+    ] = "local",
+) -> None:
+    """A Prefect worker whose flow runs can use the embedded emulator (``config: local``).
+
+    Runs with a dev or prod config still talk to Google: only a config that asks for the
+    embedded emulator is pointed at it.
+    """
+    _quiet_prefect()
+    try:
+        settings = load_settings(emulator_config)
+    except BananaflowError as err:
+        raise _fail(err) from None
+    prefect = Path(sys.executable).with_name("prefect")
+    with embedded(settings.emulator, wanted=True) as stand_in:
+        assert stand_in is not None
+        err_console.print(f"embedded emulator on {stand_in.url}; starting the worker", style="dim")
+        try:
+            code = subprocess.call([str(prefect), "worker", "start", "--pool", pool])
+        except KeyboardInterrupt:
+            code = 130
+    raise typer.Exit(code)
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Project folder (created if missing).")] = Path(
+        "."
+    ),
+    force: Annotated[bool, typer.Option(help="Overwrite files that exist.")] = False,
+) -> None:
+    """Write editable configs, a sample batch and prefect.yaml into a project of your own."""
+    from bananaflow.cli.project import write_project
+
+    try:
+        written = write_project(directory, force=force)
+    except BananaflowError as err:
+        raise _fail(err) from None
+    for path, status in written:
+        console.print(f"{status:9} {path}", highlight=False)
+    console.print(
+        f"next: cd {directory} && bananaflow generate --batch prompts/nightly.yaml", highlight=False
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    app()

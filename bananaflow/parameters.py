@@ -1,0 +1,75 @@
+"""What a generate run is asked to do: the flow's one parameter, hence the UI's run form.
+
+Every enumerated choice is a plain dropdown whose first value, ``from config``, keeps what the
+config file says: the form then opens ready to submit, with no ``None`` toggle to discover.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from bananaflow.expand import ImageJob
+
+FROM_CONFIG = "from config"
+
+Stage = Literal["from config", "dev", "prod"]
+BackendChoice = Literal["from config", "aistudio", "vertex"]
+SizeChoice = Literal["from config", "1K", "2K", "4K"]
+RatioChoice = Literal[
+    "from config", "1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"
+]
+FormatChoice = Literal["from config", "jpeg", "webp", "avif", "png"]
+Switch = Literal["from config", "on", "off"]
+
+_CHOICES = ("stage", "backend", "image_size", "aspect_ratio", "format", "upscale")
+
+
+def chosen(value: str) -> str | None:
+    """The value a choice overrides the config with; None keeps the config's."""
+    return None if value == FROM_CONFIG else value
+
+
+class GenerateParameters(BaseModel):
+    """What to generate and where; every choice left at "from config" keeps the config's."""
+
+    prompts: list[str] = Field(default_factory=list, description="Prompts to render as-is.")
+    batch_file: str | None = Field(None, description="YAML, JSONL or CSV of prompt specs.")
+    jobs: list[ImageJob] = Field(
+        default_factory=list,
+        description="Already expanded jobs (set by the scale-out parent and by promote).",
+    )
+    config: str = Field("local", description="local | dev | prod, or a path to a YAML config.")
+    stage: Stage = Field(FROM_CONFIG, description="dev renders on AI Studio, prod on Vertex AI.")
+    backend: BackendChoice = Field(
+        FROM_CONFIG, description="Force one backend for every job (no fallback to the other)."
+    )
+    image_size: SizeChoice = Field(FROM_CONFIG, description="Output size of every job.")
+    aspect_ratio: RatioChoice = Field(FROM_CONFIG, description="Aspect ratio of every job.")
+    format: FormatChoice = Field(FROM_CONFIG, description="Published file format.")
+    upscale: Switch = Field(FROM_CONFIG, description="Upscale masters before compressing.")
+    output: str | None = Field(None, description="Storage URL, e.g. gs://bucket/path.")
+    max_usd: float | None = Field(
+        None, ge=0, allow_inf_nan=False, description="Budget cap for this run, in USD."
+    )
+
+    @field_validator(*_CHOICES, mode="before")
+    @classmethod
+    def _none_is_from_config(cls, v: Any) -> Any:
+        return FROM_CONFIG if v is None else v
+
+    def overrides(self) -> dict[str, Any]:
+        upscale = chosen(self.upscale)
+        return {
+            "stage": chosen(self.stage),
+            "generate.aspect_ratio": chosen(self.aspect_ratio),
+            "generate.image_size": chosen(self.image_size),
+            "storage.url": self.output,
+            "budget.max_usd": self.max_usd,
+            "upscale.enabled": None if upscale is None else upscale == "on",
+            "compress.format": chosen(self.format),
+        }
+
+    def forced_backend(self) -> str | None:
+        return chosen(self.backend)

@@ -1,0 +1,1 @@
+"""Entry points: the ``bananaflow`` command. It decides "embedded emulator or real Google"."""

@@ -1,0 +1,1 @@
+"""Default configs and the demo batch, shipped so an installed bananaflow works anywhere."""

@@ -1,0 +1,134 @@
+"""Ctrl-C and a full disk, as a user meets them: nothing paid is lost, nothing is paid twice.
+
+The CLI runs as a subprocess in its own session and is interrupted the way a terminal does it
+(SIGINT to the whole process group). The full disk is a real 3 MiB tmpfs mounted as the store.
+Synchronisation is on conditions (requests counted at the emulator), never on sleeps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bananaflow.emulator.control import EmulatorControl
+
+BIN = Path(sys.executable).parent
+HANG_GUARD_S = 600  # a guard against a hung test, not a timing assertion
+
+
+def _config(tmp_path: Path, url: str, api_key: str, out: str, **extra: Any) -> Path:
+    cfg = {
+        "stage": "dev",
+        "backends": {"aistudio": {"base_url": url, "api_key": api_key}},
+        "generate": {"concurrency": 2, "retry": {"initial_delay_s": 0.01, "max_delay_s": 0.05}},
+        "compress": {"format": "jpeg", "quality": 80, "thumbnails": [128]},
+        "storage": {"url": out},
+        **extra,
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _batch(tmp_path: Path, n: int, what: str) -> Path:
+    path = tmp_path / "batch.yaml"
+    path.write_text(yaml.safe_dump([{"text": f"{what} {i}"} for i in range(n)]))
+    return path
+
+
+def _start(config: Path, batch: Path, cwd: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "XDG_CACHE_HOME": str(cwd / "cache")}
+    if not env.get("PREFECT_API_URL"):
+        env["PREFECT_HOME"] = str(cwd / "prefect-home")
+    return subprocess.Popen(
+        [BIN / "bananaflow", "generate", "--batch", str(batch), "--config", str(config)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, like a terminal's foreground job
+    )
+
+
+def _generations(control: EmulatorControl) -> int:
+    return sum(control.stats()["generation_requests"].values())
+
+
+def _wait_for(condition: Any, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + HANG_GUARD_S
+    while not condition():
+        assert proc.poll() is None, "the run ended before the condition was met"
+        assert time.monotonic() < deadline, "hang guard"
+        time.sleep(0.05)
+
+
+def test_ctrl_c_saves_what_is_in_flight_and_the_rerun_pays_only_for_the_rest(
+    emulator_factory, tmp_path: Path
+) -> None:
+    server = emulator_factory(time_scale=0.5)  # AI Studio ~1-2 s an image: time to interrupt
+    control = EmulatorControl(server.url)
+    config = _config(tmp_path, server.url, server.settings.api_keys[0], f"file://{tmp_path}/out")
+    batch = _batch(tmp_path, 12, "an interrupted teapot")
+    proc = _start(config, batch, tmp_path)
+    _wait_for(lambda: _generations(control) >= 2, proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=HANG_GUARD_S)
+    assert proc.returncode == 1, stderr[-3000:]
+    assert "stopping: no new requests" in stderr
+    assert "Traceback" not in stderr
+    assert "interrupted" in stdout  # the summary table was printed
+    first = _generations(control)
+    assert first < 12  # it really stopped early
+
+    again = _start(config, batch, tmp_path)
+    stdout, stderr = again.communicate(timeout=HANG_GUARD_S)
+    assert again.returncode == 0, stderr[-3000:]
+    assert _generations(control) == 12  # every image paid exactly once over both runs
+
+
+@contextlib.contextmanager
+def _tmpfs(where: Path, size: str) -> Iterator[Path]:
+    where.mkdir(parents=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot mount a tmpfs in CI: {mounted.stderr!r}")
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr!r}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_a_full_disk_loses_no_paid_image_and_the_rerun_pays_for_none_again(
+    emu, api_key: str, tmp_path: Path
+) -> None:
+    with _tmpfs(tmp_path / "disk", "3m") as disk:
+        config = _config(tmp_path, emu.url, api_key, f"file://{disk}")
+        batch = _batch(tmp_path, 12, "a disk-filling pear")  # ~9 MB of images: 3 MiB fills
+        first = _start(config, batch, tmp_path)
+        stdout, stderr = first.communicate(timeout=HANG_GUARD_S)
+        assert first.returncode == 1, stderr[-3000:]
+        assert "Traceback" not in stderr
+        assert "cannot take more (No space left on device)" in stdout + stderr
+        assert "uploaded" in stdout and "estimated $" in stdout  # a summary, not a crash
+        assert _generations(emu.control) == 12  # every job was paid for once
+
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        second = _start(config, batch, tmp_path)
+        stdout, stderr = second.communicate(timeout=HANG_GUARD_S)
+        assert second.returncode == 0, stderr[-3000:]
+        assert _generations(emu.control) == 12  # freed space: nothing paid again
