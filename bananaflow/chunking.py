@@ -14,8 +14,8 @@ from bananaflow.chain import ChainContext, base_row, failed_row, model_for
 from bananaflow.config import Settings
 from bananaflow.errors import BananaflowError
 from bananaflow.expand import ImageJob
+from bananaflow.generation import BackendName
 from bananaflow.manifest import read_manifest, run_ids
-from bananaflow.models import BackendName
 from bananaflow.pricing import price_per_image
 from bananaflow.records import ManifestRow, utcnow
 from bananaflow.routing import RouteDecision

@@ -26,8 +26,8 @@ from pydantic import BaseModel, Field
 
 from bananaflow.config import Settings
 from bananaflow.expand import ImageJob, compute_job_id
+from bananaflow.generation import BackendName, ImageSize
 from bananaflow.imaging import contact_sheet
-from bananaflow.models import BackendName, ImageSize
 from bananaflow.records import ManifestRow
 
 BACKENDS: tuple[BackendName, BackendName] = ("aistudio", "vertex")

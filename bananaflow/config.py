@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 from bananaflow.configfiles import config_file
 from bananaflow.errors import ConfigError
-from bananaflow.models import AspectRatio, BackendName, ImageSize
+from bananaflow.generation import AspectRatio, BackendName, ImageSize
 from bananaflow.yamlio import AliasLimitError, load_yaml
 
 ENV_PREFIX = "BANANAFLOW_"

@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 
 from bananaflow.config import CompressSettings
 from bananaflow.errors import InputError
+from bananaflow.imagetype import identify
 
 TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 IPTC_EXT_NS = "http://iptc.org/std/Iptc4xmpExt/2008-02-29/"
@@ -34,7 +35,7 @@ RDF_NS = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 
 # Our format names -> Pillow's, the MIME type and the file extension we name objects with.
 _PIL_FORMAT = {"jpeg": "JPEG", "webp": "WEBP", "avif": "AVIF", "png": "PNG"}
-_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "AVIF": "avif", "GIF": "gif", "TIFF": "tif"}
+
 
 # Probe settings are picked for speed (about 1/2..1/6 of the good encode at 4K); the final encode
 # uses the codecs' defaults (WebP method 4, AVIF speed 6) plus JPEG Huffman optimisation, which
@@ -56,15 +57,6 @@ _JPEG_XMP_MAX = 65533 - 29
 _ORIENTATION_TAG = 0x0112
 
 
-class ImageInfo(BaseModel):
-    """What the bytes really are; the declared MIME type of a response is never trusted."""
-
-    mime_type: str
-    ext: str
-    width: int
-    height: int
-
-
 class Encoded(BaseModel):
     """One encoded image plus the facts read back from it (dims, format, quality used)."""
 
@@ -74,21 +66,6 @@ class Encoded(BaseModel):
     width: int
     height: int
     quality: int | None = None
-
-
-# --------------------------------------------------------------------------- sniffing
-
-
-def sniff(data: bytes) -> ImageInfo:
-    """Identify an image from its magic bytes and header, without decoding pixels."""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            fmt = im.format or ""
-            width, height = im.size
-    except Exception as e:  # Pillow raises many types for garbage; callers need one.
-        raise ValueError(f"not a readable image ({len(data)} bytes): {e}") from None
-    mime = Image.MIME.get(fmt) or f"image/{fmt.lower()}"
-    return ImageInfo(mime_type=mime, ext=_EXT.get(fmt, fmt.lower()), width=width, height=height)
 
 
 # --------------------------------------------------------------------------- metadata
@@ -342,7 +319,7 @@ def _encode(im: Image.Image, settings: CompressSettings, meta: _Meta) -> Encoded
         data = _save(work, fmt, quality, meta, fast=False)
         if settings.max_bytes and len(data) > settings.max_bytes:
             raise _over_budget(fmt, len(data), settings.max_bytes, quality)
-    info = sniff(data)
+    info = identify(data)
     return Encoded(
         data=data,
         mime_type=info.mime_type,
@@ -411,7 +388,7 @@ def upscale_local(data: bytes, factor: int) -> Encoded:
             "upscale.factor", f"must be an integer >= 2, got {factor!r}", fix="use 2 or 4"
         )
     try:
-        head = sniff(data)
+        head = identify(data)
     except ValueError as e:
         raise InputError("image", str(e), fix="check that the master is a complete image") from None
     size = (head.width * factor, head.height * factor)

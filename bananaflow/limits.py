@@ -15,7 +15,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 
 from bananaflow.backends.base import ImageBackend
-from bananaflow.models import GeneratedImage, ImageRequest, UpscaledImage
+from bananaflow.generation import GeneratedImage, ImageRequest, UpscaledImage
 
 
 class Limiter(Protocol):

@@ -1,4 +1,4 @@
-"""The audit trail of a run (``runs/{run_id}/manifest.jsonl``) and the completion index.
+"""The audit trail of a run: ``runs/{run_id}/manifest.jsonl``, one row per job, durable per row.
 
 Durability comes first: a row is on disk (or in the bucket) when ``append`` returns, so a worker
 killed right after an image was uploaded still leaves the proof that it was paid for. Local

@@ -13,7 +13,7 @@ from bananaflow.backends import create_backend
 from bananaflow.chain import check_upload_names, model_for
 from bananaflow.config import Settings
 from bananaflow.expand import ImageJob, PromptSpec, expand, load_batch
-from bananaflow.models import BackendName
+from bananaflow.generation import BackendName
 from bananaflow.pricing import price_per_image
 from bananaflow.routing import RouteDecision, route
 from bananaflow.storage import Store

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 
 from bananaflow.errors import ConfigError
-from bananaflow.models import ImageSize
+from bananaflow.generation import ImageSize
 
 _MICRO = 1_000_000
 

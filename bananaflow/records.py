@@ -1,4 +1,7 @@
-"""Small references passed between steps and the manifest row that records each job.
+"""What the pipeline records about a job: references between steps, manifest rows, summaries.
+
+The rule beside ``generation.py``: there, one request to a model and its answer; here, what is
+kept about each job after that.
 
 Tasks pass these, never image bytes: a 4K Vertex master is 15-20 MB, and Prefect would copy it
 into results. Everything here is JSON-safe so it can be a Prefect result, a manifest line or an
@@ -12,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bananaflow.models import AspectRatio, BackendName, ImageSize, Usage
+from bananaflow.generation import AspectRatio, BackendName, ImageSize, Usage
 
 JobStatus = Literal["uploaded", "failed", "refused", "skipped_budget", "interrupted"]
 
@@ -92,6 +95,7 @@ class ManifestRow(BaseModel):
     aspect_ratio: AspectRatio = "1:1"
     image_size: ImageSize = "1K"
     variant: int = 0
+    seed: int | None = Field(None, description="generationConfig.seed sent for this job.")
     presets: list[str] = Field(default_factory=list)
     backend: BackendName | None = None
     model: str | None = None

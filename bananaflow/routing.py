@@ -23,7 +23,7 @@ from bananaflow.errors import (
     Unavailable,
 )
 from bananaflow.expand import ImageJob
-from bananaflow.models import BackendName
+from bananaflow.generation import BackendName
 
 Stage = Literal["dev", "prod"]
 

@@ -62,7 +62,8 @@ PROPOSALS: list[dict[str, str]] = [
     },
     {
         "change": "At most one large-response parse per core (`bananaflow/backends/base.py` "
-        "`_parse`) and one compress per core (`bananaflow/chain.py` `compress_master`), with "
+        "`_parse`) and one compress per core (`bananaflow/chain/derive.py` "
+        "`compress_master`), with "
         "glibc's mmap threshold fixed at 1 MB (`MALLOC_MMAP_THRESHOLD_=1048576` in the "
         "worker's environment, or `mallopt` at start-up)",
         "measured": "{p9}",

@@ -662,10 +662,10 @@ def _work_dir_master(work_dir: Path, data: bytes, backend: str) -> Any:
     """A master as the generate step leaves it: bytes in the run's work dir, a small ref."""
     import hashlib
 
-    from bananaflow.imaging import sniff
+    from bananaflow.imagetype import identify
     from bananaflow.records import MasterRef
 
-    info = sniff(data)
+    info = identify(data)
     sha = hashlib.sha256(data).hexdigest()
     (work_dir / sha).write_bytes(data)
     return MasterRef(

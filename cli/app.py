@@ -17,10 +17,12 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
+import httpx
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -40,6 +42,7 @@ err_console = Console(stderr=True)
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 DRAIN_S = 60.0  # the longest a first Ctrl-C waits for answers in flight
+API_GRACE_S = 10.0  # after the summary, how long a silent Prefect API may keep the run open
 
 # Flow-parameter names as the user typed them on the command line.
 _FLAGS = {"image_size": "size", "output": "out", "batch_file": "batch", "prompts": "prompt"}
@@ -76,14 +79,32 @@ class _OneLineJobFailures(logging.Filter):
         return True
 
 
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is now: a handler bound to the stream of one command
+    (a test runner's capture) must not outlive it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    @property  # type: ignore[override]
+    def stream(self):  # type: ignore[no-untyped-def]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
 def _log_to_stderr() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
     log = logging.getLogger("bananaflow")
-    log.addHandler(handler)
+    if not any(isinstance(h, _CurrentStderr) for h in log.handlers):
+        log.addHandler(_CurrentStderr())
     log.setLevel(logging.INFO)
     for name in ("prefect.task_runs", "prefect.flow_runs"):
-        logging.getLogger(name).addFilter(_OneLineJobFailures())
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _OneLineJobFailures) for f in logger.filters):
+            logger.addFilter(_OneLineJobFailures())
 
 
 def _version(value: bool) -> None:
@@ -164,9 +185,29 @@ def generate(
                 summary = _run_with_progress(params)
     except BananaflowError as err:
         raise _fail(err) from None
+    except _ApiLost as lost:
+        _leave_without_prefect(lost.summary)
     _print_summary(summary)
     if summary.counts.get("uploaded", 0) != len(summary.rows):
         raise typer.Exit(1)
+
+
+def _leave_without_prefect(summary: Any) -> NoReturn:
+    """Print what the run did and exit now: Prefect's client would retry its dead API for
+    minutes, in threads that no longer matter."""
+    for name in ("prefect", "bananaflow"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    _print_summary(summary)
+    err_console.print(
+        f"warning: the Prefect API ({os.environ.get('PREFECT_API_URL', '')}) stopped answering "
+        "during the run; every image and the manifest are stored, the run's state in Prefect "
+        "is stale",
+        highlight=False,
+        soft_wrap=True,
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0 if summary.counts.get("uploaded", 0) == len(summary.rows) else 1)
 
 
 def _parameters(raw: dict[str, Any]) -> Any:
@@ -201,8 +242,60 @@ def _run_with_progress(params: Any) -> Any:
             bar_view.advance(bar)
             bar_view.update(bar, description=f"{row.job_id[:8]} {row.status}")
 
-        with progress.subscribed(on_row), _stop_gently():
-            return asyncio.run(generate_images(params))
+        finished: list[Any] = []
+        with progress.subscribed(on_row, finished.append), _stop_gently():
+            return _await_flow(generate_images(params), finished)
+
+
+class _ApiLost(Exception):
+    """The run finished its work but the Prefect API stopped answering."""
+
+    def __init__(self, summary: Any):
+        super().__init__("the Prefect API stopped answering")
+        self.summary = summary
+
+
+def _await_flow(flow_call: Any, finished: list[Any]) -> Any:
+    """Run the flow in a thread; the summary is the user's, whatever befalls Prefect's API.
+
+    When the API vanishes mid-run, the images, the ledger and the manifest still land (they
+    live in the store), but Prefect's client then spends minutes retrying the final state
+    updates. Once the summary is here and the API does not answer its health check, waiting
+    longer serves nobody: the summary is printed with a one-line warning instead.
+    """
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome["summary"] = asyncio.run(flow_call)
+        except BaseException as err:
+            outcome["error"] = err
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="bananaflow-flow", daemon=True).start()
+    since: float | None = None
+    while not done.wait(0.5):
+        if not finished:
+            continue
+        since = since if since is not None else time.monotonic()
+        if time.monotonic() - since > API_GRACE_S and not _api_answers():
+            raise _ApiLost(finished[-1])
+    if "error" in outcome:
+        err = outcome["error"]
+        if finished and not isinstance(err, BananaflowError | KeyboardInterrupt):
+            raise _ApiLost(finished[-1]) from err
+        raise err
+    return outcome["summary"]
+
+
+def _api_answers() -> bool:
+    url = os.environ.get("PREFECT_API_URL", "")
+    try:
+        return httpx.get(url.rstrip("/") + "/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 @contextlib.contextmanager

@@ -22,6 +22,19 @@ import httpx
 from bananaflow.errors import BananaflowError
 
 STARTUP_S = 90.0
+# Started in its own session, the API would outlive a CLI killed with SIGKILL: on Linux the
+# kernel ends it with its parent (PR_SET_PDEATHSIG), then the command line is exec'd as is.
+_DIE_WITH_PARENT = """
+import ctypes, os, signal, sys
+parent = int(sys.argv[1])
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+except (OSError, AttributeError):
+    pass
+if os.getppid() != parent:
+    sys.exit(0)
+os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+"""
 
 
 def _free_port() -> int:
@@ -42,6 +55,9 @@ def ephemeral_api() -> Iterator[str | None]:
     proc = subprocess.Popen(
         [
             sys.executable,
+            "-c",
+            _DIE_WITH_PARENT,
+            str(os.getpid()),
             "-m",
             "uvicorn",
             "--factory",

@@ -1,0 +1,1 @@
+"""Entry points for Prefect: prefect.yaml and ``bananaflow setup``."""

@@ -30,7 +30,7 @@ from prefect.exceptions import ObjectNotFound
 from pydantic import BaseModel
 
 from bananaflow.config import Settings
-from bananaflow.models import BackendName
+from bananaflow.generation import BackendName
 from bananaflow.tasks.limits import limit_names
 
 DEFAULT_POOL = "bananaflow-pool"

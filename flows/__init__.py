@@ -1,0 +1,1 @@
+"""Prefect flows: recipes that name the chain's steps in order (installs as bananaflow.flows)."""

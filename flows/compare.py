@@ -23,7 +23,7 @@ from bananaflow.chain import open_context
 from bananaflow.comparison import ComparisonReport
 from bananaflow.config import load_settings
 from bananaflow.errors import InputError
-from bananaflow.models import ImageSize
+from bananaflow.generation import ImageSize
 from bananaflow.render import render_all
 from bananaflow.runid import new_run_id
 from bananaflow.tasks.chain import CHAIN

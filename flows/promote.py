@@ -30,7 +30,7 @@ from bananaflow import promotion, standin
 from bananaflow.chain import open_context
 from bananaflow.config import Settings, load_settings
 from bananaflow.errors import BananaflowError, InputError
-from bananaflow.models import ImageSize
+from bananaflow.generation import ImageSize
 from bananaflow.preflight import check_prices
 from bananaflow.promotion import DevRun, PromotionSummary
 from bananaflow.records import ManifestRow, RunSummary

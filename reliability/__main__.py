@@ -14,6 +14,7 @@ from pathlib import Path
 from reliability.bad_input import run_bad_inputs
 from reliability.crash import run_crash_scenario
 from reliability.harness import REPO, Emulator, emulator_settings, prefect_api, quiet_prefect
+from reliability.ledger import run_ledger_cases
 from reliability.matrix import run_fault_matrix
 from reliability.report import Results, write
 from reliability.secret_scan import check_loopback, run_secret_scan
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         for scenario in SCENARIOS:
             print(f"crash/resume: {scenario} …", flush=True)
             crashes.append(run_crash_scenario(scenario, args.crash_jobs, api_url=api_url))
+        print("ledger: overlapping runs, Ctrl-C, disk full, deleted and moved store …", flush=True)
+        ledger = run_ledger_cases(api_url)
         print("bad input …", flush=True)
         with Emulator(emulator_settings()) as emu:
             bad = run_bad_inputs(emu)
@@ -48,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     results = Results(
         matrix=matrix,
         crashes=crashes,
+        ledger=ledger,
         bad_inputs=bad,
         secrets=secrets,
         duration_s=round(time.monotonic() - started, 1),

@@ -336,6 +336,29 @@ CASES: list[Case] = [
         "upload.name_template",
         subprocess=True,
     ),
+    # --- numbers that were caught late or never (the ledger issue's probes)
+    Case("flag: infinite budget", _args("a cat", "--max-usd", "inf"), "max-usd"),
+    Case("flag: NaN budget", _args("a cat", "--max-usd", "nan"), "max-usd"),
+    Case(
+        "config: negative price",
+        _config_case("prices", {"gemini-3-pro-image": {"1K": -0.1, "2K": 0.134, "4K": 0.24}}),
+        "prices",
+    ),
+    Case("config: read timeout 0", _config_case("generate.timeouts.read_s", 0), "read_s"),
+    Case("config: a thumbnail of 0 px", _config_case("compress.thumbnails", [0]), "thumbnails"),
+    Case("config: infinite budget", _config_case("budget.max_usd", float("inf")), "max_usd"),
+    Case("prompt: zero-width characters only", _args("\u200b\u200c\u200d\u2060\ufeff"), "blank"),
+    Case(
+        "batch: YAML alias bomb (333 bytes)",
+        _batch(
+            "b.yaml",
+            "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
+            "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n"
+            "e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n"
+            "g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\nh: [*g,*g,*g,*g,*g,*g,*g,*g,*g]\n",
+        ),
+        "aliases",
+    ),
     # --- budget 0: decided to be "spend nothing", not an error (see module docstring)
     Case(
         "budget 0 (spend nothing: skipped_budget, exit 1)",

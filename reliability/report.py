@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from reliability.bad_input import CaseResult
 from reliability.crash import CrashResult
+from reliability.ledger import LedgerCase
 from reliability.matrix import MatrixResult
 from reliability.secret_scan import SecretScanResult
 
@@ -19,6 +20,7 @@ COMMAND = ".venv/bin/python -m reliability"
 class Results(BaseModel):
     matrix: MatrixResult
     crashes: list[CrashResult]
+    ledger: list[LedgerCase] = []
     bad_inputs: list[CaseResult]
     secrets: SecretScanResult
     duration_s: float
@@ -140,10 +142,40 @@ def _crashes(results: list[CrashResult]) -> list[str]:
     return lines
 
 
+def _ledger(cases: list[LedgerCase]) -> list[str]:
+    lines = [
+        "## 3. The job ledger under ordinary accidents",
+        "",
+        "Claims before paying, durable masters, a local spool and verified reuse "
+        "(`bananaflow/ledger.py`). *Billable* counts the emulator's generation answers over "
+        "every run of a case; each case must stay at or under its job count.",
+        "",
+        "| case | jobs | exit codes | billable answers | paid once | last manifest accounts "
+        "for | `uploaded` rows pointing at nothing | note |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for c in cases:
+        lines.append(
+            f"| {c.name} | {c.jobs} | {', '.join(map(str, c.runs))} | {c.billable} | "
+            f"{'yes' if c.paid_once else '**no**'} | {c.accounted} | {c.missing_objects} | "
+            f"{_cell(c.note)} |"
+        )
+    lines += [
+        "",
+        "Hard bounds (measured by `tests/test_bounds.py`): a body trickled one byte at a time "
+        "is cut at the retry deadline (`read_s: 2, deadline_s: 5`: 5.0 s); a 1 MiB gzip body "
+        "that inflates to 1 GiB is refused at `generate.max_response_mb` (peak RSS +140 to "
+        "+200 MB, was +2,077 MB); a 381-byte YAML alias bomb is refused in 5 ms (was 8.4 s CPU "
+        "and 707 MB).",
+        "",
+    ]
+    return lines
+
+
 def _bad_inputs(results: list[CaseResult]) -> list[str]:
     ok = sum(1 for r in results if r.ok)
     lines = [
-        "## 3. Bad input",
+        "## 4. Bad input",
         "",
         f"{len(results)} cases, {ok} pass. Each runs `bananaflow generate …` (typer's CliRunner, "
         "or a subprocess for the cases that reach a Prefect flow run) with a config pointing at "
@@ -170,7 +202,7 @@ def _bad_inputs(results: list[CaseResult]) -> list[str]:
 
 def _secrets(s: SecretScanResult) -> list[str]:
     lines = [
-        "## 4. Secrets",
+        "## 5. Secrets",
         "",
         f"A run of {s.jobs} jobs on both backends (status: "
         f"{', '.join(f'{k} {v}' for k, v in sorted(s.counts.items()))}) with a canary API key "
@@ -210,7 +242,7 @@ def _secrets(s: SecretScanResult) -> list[str]:
     return lines
 
 
-NOTES = """## 5. What these runs changed, and what they do not cover
+NOTES = """## 6. What these runs changed, and what they do not cover
 
 Fixed in the product because a run here failed first:
 
@@ -219,7 +251,7 @@ Fixed in the product because a run here failed first:
   It is now `Unavailable` (retryable); a token the server *refuses* (400 `invalid_grant`) is
   still an `AuthError`. `bananaflow/backends/auth.py`.
 - **Storage blips** (gs:// calls failing with connection errors after gcsfs's own ~33 s of
-  retries) now get more tries within 90 s per call (`bananaflow/storage.py`,
+  retries) now get more tries within 90 s per call (`bananaflow/storage/retry.py`,
   `retry_transient`); a probe in `check_writable` still fails fast.
 - **A manifest row that cannot be written** no longer raises out of the flow's gather (which
   failed the whole run with every paid image already stored): the row is kept and written before
@@ -236,14 +268,26 @@ Fixed in the product because a run here failed first:
   random token expiry spares tokens younger than a (scaled) minute, as real tokens do;
   `POST /_emulator/token-prefix` lets a scan mark issued tokens with a canary.
 
+Added with the job ledger (`bananaflow/ledger.py`, section 3):
+
+- A job is **claimed** (create-only: `file://` hard link, `gs://` `ifGenerationMatch=0`) before
+  its request is sent; a live claim of another run is waited for, never paid again; a claim
+  whose process died on this host is taken over at once, one elsewhere when it expires.
+- The paid master is **durable in the store** before any later step; if the store refuses it
+  (disk full, bucket down past its retries) it goes to a **local spool** and the next run saves
+  it without paying. This closes the gap the previous version of this page listed.
+- A finished image is reused only after **checking its objects** in the store; paths are
+  recorded relative to the store root, so a moved store resolves and a deleted image is
+  republished from its master.
+- The first **Ctrl-C** drains (no new requests; answers in flight land and are saved); a full
+  disk ends in a summary, not a traceback; an upload conflict or a full store is not retried.
+
 Not covered, on purpose or for lack of time:
 
-- A storage outage longer than the per-call retry budget (~2 min) while a *master* is being
-  written fails that job after it was paid for; the next run pays for it again (the bytes were
-  only in the run's work dir). A local spool of unstored masters would close that gap.
-- A crash while a request is in flight costs that request again on the next run.
-- `upload_image` is retried twice by Prefect even for a `StorageConflict`, which cannot succeed
-  (6 s lost per conflicting job).
+- A crash (SIGKILL) while a request is in flight costs that request again on the next run: the
+  answer never reached a process that could save it.
+- Claims use wall clocks: machines whose clocks disagree by more than a claim's lifetime
+  (twice `generate.retry.deadline_s` plus 2 minutes) could take over a live claim.
 """
 
 
@@ -271,6 +315,7 @@ def render(results: Results, sizes: dict[str, int]) -> str:
     body = (
         _matrix(results.matrix)
         + _crashes(results.crashes)
+        + _ledger(results.ledger)
         + _bad_inputs(results.bad_inputs)
         + _secrets(results.secrets)
         + [NOTES]

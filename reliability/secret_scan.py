@@ -33,7 +33,7 @@ from bananaflow.backends import create_backend, generate_with_retries
 from bananaflow.backends.auth import load_credentials
 from bananaflow.config import EmulatorSettings, RetrySettings, load_settings
 from bananaflow.emulator.server import EmulatorServer
-from bananaflow.models import ImageRequest
+from bananaflow.generation import ImageRequest
 from bananaflow.storage import Store
 from reliability.flowrun import run_flow
 from reliability.harness import (

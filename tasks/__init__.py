@@ -1,0 +1,1 @@
+"""One thin Prefect task per chain step: policy only, over the core."""

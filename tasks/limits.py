@@ -14,7 +14,7 @@ from prefect.concurrency.asyncio import concurrency, rate_limit
 
 from bananaflow.config import Settings
 from bananaflow.errors import ConfigError
-from bananaflow.models import BackendName
+from bananaflow.generation import BackendName
 from bananaflow.routing import RouteDecision
 
 

@@ -7,6 +7,7 @@ import base64
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 from uuid import UUID
 
 from prefect import task
@@ -19,12 +20,14 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 
+from bananaflow import progress
 from bananaflow.chain import ChainContext
 from bananaflow.errors import BananaflowError
 from bananaflow.imaging import contact_sheet
 from bananaflow.records import ManifestRow, RunSummary
 
 log = logging.getLogger("bananaflow")
+T = TypeVar("T")
 
 # Data URIs are stored in Prefect's database: keep the inline preview small.
 MAX_INLINE_SHEET = 1_500_000
@@ -58,8 +61,11 @@ class ProgressArtifact:
         self._lock = asyncio.Lock()
 
     async def start(self, run_id: str) -> None:
-        self.id = await acreate_progress_artifact(
-            progress=0.0, key="bananaflow-progress", description=f"run {run_id}: jobs finished"
+        self.id = await _quietly(
+            acreate_progress_artifact(
+                progress=0.0, key="bananaflow-progress", description=f"run {run_id}: jobs finished"
+            ),
+            "progress artifact",
         )
 
     async def advance(self) -> None:
@@ -84,8 +90,18 @@ class ProgressArtifact:
             if done == self._sent:
                 return
             self._last = time.monotonic()
-            await self._update(self.id, progress=100.0 * done / self.total)
+            await _quietly(self._update(self.id, progress=100.0 * done / self.total), "progress")
             self._sent = done
+
+
+async def _quietly(call: Awaitable[T], what: str) -> T | None:
+    """The UI's view of a run is not worth the run: a Prefect API that stops answering costs
+    the artifact, never the images (they and the manifest live in the store)."""
+    try:
+        return await call
+    except Exception as err:
+        log.warning("%s not sent to Prefect (%s: %s)", what, err.__class__.__name__, err)
+        return None
 
 
 def _thumbnail_bytes(ctx: ChainContext, row: ManifestRow) -> bytes | None:
@@ -149,6 +165,14 @@ async def publish_report(ctx: ChainContext, rows: list[ManifestRow]) -> RunSumma
     summary = RunSummary.from_rows(
         ctx.run_id, ctx.settings.stage, manifest_uri, rows, sheet[0] if sheet else None
     )
+    await _quietly(_publish_artifacts(ctx, rows, summary, sheet), "run artifacts")
+    progress.summarised(summary)
+    return summary
+
+
+async def _publish_artifacts(
+    ctx: ChainContext, rows: list[ManifestRow], summary: RunSummary, sheet: tuple[str, bytes] | None
+) -> None:
     await acreate_table_artifact(
         table=[
             {
@@ -172,4 +196,3 @@ async def publish_report(ctx: ChainContext, rows: list[ManifestRow]) -> RunSumma
     if sheet and len(sheet[1]) <= MAX_INLINE_SHEET:
         data_uri = "data:image/jpeg;base64," + base64.b64encode(sheet[1]).decode()
         await acreate_image_artifact(data_uri, key="bananaflow-contact-sheet", description=sheet[0])
-    return summary

@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from bananaflow.config import RouteSettings
 from bananaflow.expand import ImageJob
-from bananaflow.models import BackendName
+from bananaflow.generation import BackendName
 from bananaflow.routing import RouteDecision, route
 
 

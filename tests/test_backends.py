@@ -43,7 +43,7 @@ from bananaflow.errors import (
     Unavailable,
     Unsupported,
 )
-from bananaflow.models import ImageRequest, ReferenceImage, pixel_size
+from bananaflow.generation import ImageRequest, ReferenceImage, pixel_size
 
 pytestmark = pytest.mark.anyio
 

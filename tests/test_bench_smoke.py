@@ -80,7 +80,13 @@ def test_rerun_paid_nothing_and_breakdowns_are_complete(
     cpu = figures["orchestration_cpu"]
     assert all(_finite(v) for v in cpu["breakdown_ms"].values())
     scaling = figures["scaling"]["points"]
-    assert [p["images"] for p in scaling] == list(figures["scaling"]["planned"])
+    planned = list(figures["scaling"]["planned"])
+    ran = [p["images"] for p in scaling]
+    # The largest point is cut to what fits the time budget on a busy machine; the page must
+    # then say so. Every point that ran is complete.
+    assert len(ran) >= 2 and ran[:-1] == planned[: len(ran) - 1]
+    if ran != planned:
+        assert any(n.startswith("scaling:") for n in quick[0]["notes"]), ran
     assert all(p["counts"] == {"uploaded": p["images"]} for p in scaling)
 
 

@@ -30,12 +30,12 @@ import yaml
 from PIL import Image
 from pydantic import ValidationError
 
-from bananaflow import errors, models, yamlio
+from bananaflow import errors, generation, yamlio
 from bananaflow.backends import create_backend, generate_with_retries
 from bananaflow.config import RetrySettings, Settings, load_settings
 from bananaflow.errors import ConfigError, InputError, MalformedResponse, RequestTimedOut
 from bananaflow.expand import load_batch
-from bananaflow.models import ImageRequest
+from bananaflow.generation import ImageRequest
 
 API_KEY = "test-key-for-bounds"
 
@@ -203,7 +203,7 @@ _CLIENT = textwrap.dedent(
     import asyncio, json, resource, sys, time
     from bananaflow.backends import create_backend
     from bananaflow.config import Settings
-    from bananaflow.models import ImageRequest
+    from bananaflow.generation import ImageRequest
 
     async def main(url: str) -> None:
         settings = Settings.model_validate(
@@ -362,14 +362,14 @@ INVISIBLE = ["\u200b", "\u200c\u200d", "\u2060", "\ufeff", "\u00ad", " \u200b\t\
 
 @pytest.mark.parametrize("prompt", INVISIBLE)
 def test_an_invisible_prompt_is_blank(prompt: str) -> None:
-    assert models.is_blank_text(prompt)
+    assert generation.is_blank_text(prompt)
     with pytest.raises(ValidationError, match="prompt is blank"):
         ImageRequest(prompt=prompt)
 
 
 @pytest.mark.parametrize("prompt", ["a", "\u200ba\u200b", "é", "猫", "🍌"])
 def test_a_visible_character_is_enough(prompt: str) -> None:
-    assert not models.is_blank_text(prompt)
+    assert not generation.is_blank_text(prompt)
     assert ImageRequest(prompt=prompt).prompt == prompt
 
 

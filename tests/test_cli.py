@@ -52,6 +52,9 @@ def test_demo_command_on_the_embedded_default_lands_images(tmp_path: Path) -> No
         (["a cat", "--out", "ftp2://nowhere/x"], "storage.url"),
         (["a cat", "--config", "no-such-config"], "config"),
         (["   "], "prompt"),
+        (["\u200b\u200d\ufeff"], "blank"),  # zero-width characters only: nothing to render
+        (["a cat", "--max-usd", "inf"], "max-usd"),
+        (["a cat", "--max-usd", "-1"], "max-usd"),
         ([], "prompt"),
     ],
 )

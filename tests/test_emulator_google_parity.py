@@ -21,7 +21,7 @@ from PIL import Image, ImageChops, ImageStat
 
 from bananaflow.emulator import EmulatorControl, EmulatorServer
 from bananaflow.emulator.catalog import IMAGE_CATALOG, OTHER_CATALOG
-from bananaflow.models import pixel_size
+from bananaflow.generation import pixel_size
 
 PRO, FLASH31, LITE, FLASH25 = (
     "gemini-3-pro-image",

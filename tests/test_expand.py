@@ -122,10 +122,13 @@ def test_csv_with_utf8_bom_from_spreadsheets(tmp_path: Path) -> None:
     assert specs == [PromptSpec(id="x", text="café")]
 
 
-def test_demo_batch_is_six_quick_jobs() -> None:
+def test_demo_batch_is_nine_quick_jobs_with_three_variants() -> None:
     settings = load_settings("local", environ={})
     jobs = expand(load_batch(DEMO), settings.expand, settings.generate)
-    assert len(jobs) == 6
+    assert len(jobs) == 9
+    variants = [j for j in jobs if j.spec_id == "variants"]
+    assert sorted(j.variant for j in variants) == [0, 1, 2]
+    assert len({j.seed for j in variants}) == 3
     assert {j.image_size for j in jobs} == {"1K"}
     assert {j.aspect_ratio for j in jobs} == {"1:1", "16:9"}
     assert any(j.presets for j in jobs)

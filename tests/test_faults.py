@@ -28,8 +28,8 @@ from bananaflow.emulator.faults import ForcedFault
 from bananaflow.emulator.pipeline import RANDOM_IMAGE_FAULTS
 from bananaflow.emulator.server import EmulatorServer
 from bananaflow.errors import BananaflowError
+from bananaflow.generation import ImageRequest
 from bananaflow.manifest import ManifestWriter, read_manifest
-from bananaflow.models import ImageRequest
 from bananaflow.records import ManifestRow
 from bananaflow.storage import Store, is_transient_storage_error, retry_transient
 from reliability.harness import emulator_settings, write_config

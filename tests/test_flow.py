@@ -213,3 +213,21 @@ def test_artifacts_are_published_to_prefect(emu, make_config):
     sheet = run_artifact("bananaflow-contact-sheet", run_id)
     assert str(sheet["data"]).startswith("data:image/jpeg;base64,")
     assert sheet["type"] == "image"
+
+
+def test_variants_are_different_images_and_a_fresh_rerender_reproduces_them(
+    emu, make_config, tmp_path: Path
+):
+    batch = tmp_path / "variants.yaml"
+    batch.write_text("- text: a balloon over hills\n  variants: 3\n")
+    shas = []
+    for _ in range(2):
+        config, _ = make_config(storage={"url": f"file://{tmp_path}/fresh-{len(shas)}"})
+        params = GenerateParameters(config=config, batch_file=str(batch))
+        summary = asyncio.run(generate_images(params))
+        assert summary.counts == {"uploaded": 3}
+        rows = sorted(summary.rows, key=lambda r: r.variant)
+        assert len({r.seed for r in rows}) == 3
+        shas.append([r.sha256 for r in rows])
+    assert len(set(shas[0])) == 3  # three seeds, three images
+    assert shas[0] == shas[1]  # a fresh store, the same seeds: the same images

@@ -7,7 +7,7 @@ import io
 import pytest
 from PIL import Image, ImageCms, ImageDraw, ImageFont
 
-from bananaflow import imaging
+from bananaflow import imagetype, imaging
 from bananaflow.config import CompressSettings
 from bananaflow.errors import InputError
 from bananaflow.imaging import TRAINED_ALGORITHMIC_MEDIA
@@ -71,7 +71,7 @@ def opened(data: bytes) -> Image.Image:
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "AVIF"])
 def test_sniff_reads_type_and_size_from_the_bytes(fmt: str) -> None:
     data = encode(Image.new("RGB", (123, 45), "red"), fmt)
-    info = imaging.sniff(data)
+    info = imagetype.identify(data)
     assert (info.width, info.height) == (123, 45)
     assert info.mime_type == Image.MIME[fmt]
     assert info.ext == {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "AVIF": "avif"}[fmt]
@@ -80,7 +80,7 @@ def test_sniff_reads_type_and_size_from_the_bytes(fmt: str) -> None:
 @pytest.mark.parametrize("garbage", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n" + b"\0" * 5])
 def test_sniff_rejects_garbage(garbage: bytes) -> None:
     with pytest.raises(ValueError):
-        imaging.sniff(garbage)
+        imagetype.identify(garbage)
 
 
 # --------------------------------------------------------------------------- compress

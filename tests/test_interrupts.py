@@ -132,3 +132,85 @@ def test_a_full_disk_loses_no_paid_image_and_the_rerun_pays_for_none_again(
         stdout, stderr = second.communicate(timeout=HANG_GUARD_S)
         assert second.returncode == 0, stderr[-3000:]
         assert _generations(emu.control) == 12  # freed space: nothing paid again
+
+
+def test_sigkill_then_rerun_pays_only_for_what_the_kill_destroyed(
+    emulator_factory, tmp_path: Path
+) -> None:
+    """A killed run's claims die with its process: the re-run takes them over at once and
+    reuses every master that was saved. Only the answers the kill caught on the wire (at most
+    one per job in flight) can be paid for again."""
+    server = emulator_factory(time_scale=0.5)
+    control = EmulatorControl(server.url)
+    config = _config(tmp_path, server.url, server.settings.api_keys[0], f"file://{tmp_path}/out")
+    batch = _batch(tmp_path, 8, "a killed kettle")
+    proc = _start(config, batch, tmp_path)
+    _wait_for(lambda: _generations(control) >= 3, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=HANG_GUARD_S)
+    killed_at = _generations(control)
+    saved = len(list((tmp_path / "out" / "ledger" / "jobs").glob("*/paid.json")))
+
+    again = _start(config, batch, tmp_path)
+    _stdout, stderr = again.communicate(timeout=HANG_GUARD_S)
+    assert again.returncode == 0, stderr[-3000:]
+    total = _generations(control)
+    in_flight_at_kill = killed_at - saved
+    assert in_flight_at_kill <= 2  # generate.concurrency
+    assert total == 8 + in_flight_at_kill  # every saved master reused, nothing else repaid
+
+
+@contextlib.contextmanager
+def _prefect_server(home: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    proc = subprocess.Popen(
+        [BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    import httpx
+
+    deadline = time.monotonic() + HANG_GUARD_S
+    while True:
+        assert proc.poll() is None, "prefect server exited"
+        assert time.monotonic() < deadline, "hang guard"
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                break
+        time.sleep(0.2)
+    try:
+        yield url, proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_losing_the_prefect_api_mid_run_still_stores_everything_and_says_so(
+    emulator_factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = emulator_factory(time_scale=0.2)
+    control = EmulatorControl(server.url)
+    config = _config(tmp_path, server.url, server.settings.api_keys[0], f"file://{tmp_path}/out")
+    batch = _batch(tmp_path, 8, "an orphaned lemon")
+    with _prefect_server(tmp_path / "prefect-server") as (url, prefect):
+        monkeypatch.setenv("PREFECT_API_URL", url)
+        proc = _start(config, batch, tmp_path)
+        _wait_for(lambda: _generations(control) >= 2, proc)
+        os.killpg(prefect.pid, signal.SIGKILL)  # the shared server goes away
+        stdout, stderr = proc.communicate(timeout=HANG_GUARD_S)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "stopped answering during the run" in stderr
+    assert "Traceback" not in stderr.split("stopped answering")[-1]
+    assert "uploaded 8" in stdout  # the summary
+    manifests = list((tmp_path / "out" / "runs").glob("*/manifest.jsonl"))
+    assert len(manifests) == 1 and len(manifests[0].read_text().splitlines()) == 8
+    assert _generations(control) == 8

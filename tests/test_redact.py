@@ -25,7 +25,7 @@ from PIL import Image
 from bananaflow.backends import create_backend
 from bananaflow.config import Settings
 from bananaflow.errors import BackendError
-from bananaflow.models import ImageRequest
+from bananaflow.generation import ImageRequest
 
 API_KEY = "configured-key-7f3a9c"  # not Google-shaped: only verbatim removal can catch it
 TOKEN = "vertex-token-51be02d4"

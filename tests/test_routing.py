@@ -11,6 +11,7 @@ from bananaflow.config import RouteSettings, load_settings
 from bananaflow.errors import (
     AuthError,
     BackendError,
+    BadImage,
     BadRequest,
     ConfigError,
     InputError,
@@ -19,11 +20,12 @@ from bananaflow.errors import (
     QuotaExceeded,
     Refused,
     RequestTimedOut,
+    ResponseTooLarge,
     Unavailable,
     Unsupported,
 )
 from bananaflow.expand import ImageJob
-from bananaflow.models import BackendName
+from bananaflow.generation import BackendName
 from bananaflow.routing import route, should_fall_back
 
 
@@ -113,6 +115,8 @@ EXPECTED_FALLBACK: dict[type[BackendError], bool] = {
     Unavailable: True,
     RequestTimedOut: True,
     MalformedResponse: True,
+    BadImage: True,  # half a PNG or the wrong size: another attempt may get a whole one
+    ResponseTooLarge: False,  # a bomb stays a bomb
     BadRequest: False,
     AuthError: False,
     NotFound: False,

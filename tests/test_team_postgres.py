@@ -72,18 +72,17 @@ def _artifacts(api_url: str, flow_run_id: str) -> dict[str, dict[str, Any]]:
 
 
 def test_generate_flow_runs_on_a_postgresql_backed_server(
-    on_postgres_api: TeamServer, tmp_path: Path
+    on_postgres_api: TeamServer, emu: Any, tmp_path: Path
 ) -> None:
-    from fixtures.postgres import import_flow
+    from fixtures.postgres import import_flow, write_emulator_config
 
     generate_images = import_flow("generate_images")
     prompts = ["a teal teapot on postgres", "a brass lamp on postgres", "a paper crane"]
     out = f"file://{tmp_path}/out"
+    config = write_emulator_config(emu, tmp_path, out)
 
     state = asyncio.run(
-        generate_images(
-            params={"config": "local", "prompts": prompts, "output": out}, return_state=True
-        )
+        generate_images(params={"config": config, "prompts": prompts}, return_state=True)
     )
 
     assert state.is_completed(), state.message
@@ -93,6 +92,7 @@ def test_generate_flow_runs_on_a_postgresql_backed_server(
     store = Store(out)
     rows = read_manifest(store, _our_run(store, flow_run_id))
     assert sorted(r.prompt for r in rows) == sorted(prompts)
+    assert emu.control.stats()["generation_requests"] == {"aistudio": 3, "vertex": 0}
 
     # What Prefect's API says about the run (the UI reads the same).
     run = httpx.get(f"{on_postgres_api.api_url}/flow_runs/{flow_run_id}", timeout=30).json()
@@ -259,25 +259,23 @@ def test_two_workers_share_a_200_job_batch_and_render_each_job_once(
 # ------------------------------------------------------------------ a worker dies mid-batch
 
 KILL_JOBS, KILL_CHUNK = 40, 10
-STALL_S = 45  # no progress for this long after the kill means nothing will finish the batch
+STALL_S = 30  # nothing new rendered for this long after the kill: the batch is not finishing
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="needs the job ledger (in progress): a chunk run whose worker died stays RUNNING "
-    "in Prefect, so the parent waits for it forever and its jobs are never re-assigned",
-)
 def test_a_worker_killed_mid_batch_and_the_other_finishes_it(
     on_postgres_api: TeamServer, emulator_factory: Any, gcs_bucket: Any, tmp_path: Path
 ) -> None:
-    """Worker A (``--limit 2``: the parent plus one chunk) starts alone and takes the parent;
-    worker B starts once the chunks exist and takes what A cannot. B and every process it
-    started are SIGKILLed (a machine lost) while a chunk of B's is half rendered. Then:
+    """Worker A (``--limit 3``: the parent plus two chunks) starts alone and takes the parent;
+    worker B starts once the 4 chunk runs exist and takes what A cannot. B and every process it
+    started are SIGKILLed (a machine lost) while a chunk of B's is half rendered.
 
-    - the parent run completes, with no person re-running anything;
-    - its manifest lists every job once, uploaded;
-    - the emulator rendered every job, and twice at most the jobs in flight at the kill
-      (one per chunk run B had running: ``generate.concurrency`` is 1).
+    Wanted: the batch finishes on A by itself. Today it does not (XFAIL): Prefect keeps B's
+    chunk runs RUNNING for ever (nothing marks a run whose process vanished), so the parent waits
+    for them for ever. What must already hold (a real failure if not): the operator's recovery,
+    cancel the stuck parent and start the batch again, finishes it on A; the parent's manifest
+    lists every job once, uploaded; the emulator rendered every job, and a second time only
+    jobs that were in flight on B at the kill (one per chunk run B had running:
+    ``generate.concurrency`` is 1) -- the job ledger re-uses everything already paid for.
     """
     from fixtures.postgres import kill_tree, process_tree
 
@@ -294,37 +292,53 @@ def test_a_worker_killed_mid_batch_and_the_other_finishes_it(
     env = _worker_env(emu, gcs_bucket, prefix, BANANAFLOW_GENERATE__CONCURRENCY="1")
     prompts = [f"{prefix} mug {i:02d}" for i in range(KILL_JOBS)]
     chunk_of = {p: i // KILL_CHUNK for i, p in enumerate(prompts)}  # consecutive slices
-    a = server.start_worker("kill-a", tmp_path / "kill-a", limit=2, **env)
+    params = {"batch": {"config": "dev", "prompts": prompts}, "chunk_size": KILL_CHUNK}
+    a = server.start_worker("kill-a", tmp_path / "kill-a", limit=3, **env)
     try:
-        parent_id = asyncio.run(
-            _start_run(
-                "generate-batch/generate-batch",
-                {"batch": {"config": "dev", "prompts": prompts}, "chunk_size": KILL_CHUNK},
-            )
-        )
-        parent_run = _wait_for_chunks(server, parent_id, KILL_JOBS // KILL_CHUNK, [a])
+        first = asyncio.run(_start_run("generate-batch/generate-batch", params))
+        parent_run = _wait_for_chunks(server, first, KILL_JOBS // KILL_CHUNK, [a])
         b = server.start_worker("kill-b", tmp_path / "kill-b", **env)
         on_b = _wait_until_rendering_on(server, parent_run, "kill-b", control, chunk_of, [a, b])
 
-        kill_tree(process_tree(b.pid))  # its flow runs (own sessions) and their children
+        kill_tree(process_tree(b.pid))  # its flow runs (sessions of their own) and their children
         os.killpg(b.pid, signal.SIGKILL)
         b.wait(10)
-        done = collections.Counter(chunk_of[p] for p in _rendered(control) if p in chunk_of)
-        assert any(done[i] < KILL_CHUNK for i in on_b), "the kill came after B's chunks ended"
+        at_kill = collections.Counter(chunk_of[p] for p in _rendered(control))
+        assert any(at_kill[i] < KILL_CHUNK for i in on_b), "the kill came after B's chunks ended"
 
-        parent = _wait_final_or_stall(parent_id, control, [a])
+        parent = _wait_final_or_stall(first, control, [a])
+        finished_alone = parent is not None
+        if parent is None:  # the operator's recovery: cancel the stuck run, start it again
+            server.api(
+                "POST",
+                f"/flow_runs/{first}/set_state",
+                json={"state": {"type": "CANCELLING"}, "force": True},
+            )
+            _wait_final(first, [a])
+            parent = _wait_final(
+                asyncio.run(_start_run("generate-batch/generate-batch", params)), [a]
+            )
         assert parent.state.is_completed(), parent.state.message
     finally:
         server.stop_workers()
-        stats = control.stats()
+        renders = collections.Counter(_rendered(control))
         control.close()
 
     url, options = gcs_bucket
     store = Store(f"{url}/{prefix}", options)
-    rows = read_manifest(store, _our_run(store, parent_id))
+    rows = read_manifest(store, _our_run(store, str(parent.id)))
     assert sorted(r.prompt for r in rows) == sorted(prompts)
     assert {r.status for r in rows} == {"uploaded"}
-    assert KILL_JOBS <= stats["generation_requests"]["aistudio"] <= KILL_JOBS + len(on_b)
+    assert set(renders) == set(prompts)  # every job rendered ...
+    twice = [p for p, n in renders.items() if n > 1]  # ... and again only if in flight on B
+    assert all(renders[p] == 2 and chunk_of[p] in on_b for p in twice), renders
+    assert len(twice) <= len(on_b), twice
+    if not finished_alone:
+        pytest.xfail(
+            f"the batch did not finish by itself after its worker was killed: B's chunk runs "
+            f"stay RUNNING, the parent waits for them (nothing new for {STALL_S} s); the "
+            "operator's cancel + re-run finished it and paid once"
+        )
 
 
 def _rendered(control: Any) -> list[str]:
@@ -373,10 +387,9 @@ def _wait_until_rendering_on(
         time.sleep(0.2)
 
 
-def _wait_final_or_stall(parent_id: str, control: Any, workers: list[Any]) -> Any:
-    """The parent's final state; fails early once nothing has moved for STALL_S (no request
-    reached the emulator and the parent is still waiting), so the xfail costs seconds, not the
-    whole hang guard."""
+def _wait_final_or_stall(parent_id: str, control: Any, workers: list[Any]) -> Any | None:
+    """The parent's final state, or None once nothing has moved for STALL_S (no request reached
+    the emulator and the parent is still waiting): a batch that is not going to finish."""
     deadline = time.monotonic() + RUN_TIMEOUT_S
     last_count, last_change = -1, time.monotonic()
     while True:
@@ -388,9 +401,7 @@ def _wait_final_or_stall(parent_id: str, control: Any, workers: list[Any]) -> An
             last_count, last_change = count, time.monotonic()
         for w in workers:
             assert w.poll() is None, "the surviving worker exited"
-        assert time.monotonic() - last_change < STALL_S, (
-            f"batch stalled after the kill: parent {run.state_name}, {count} images rendered, "
-            f"nothing new for {STALL_S} s"
-        )
+        if time.monotonic() - last_change >= STALL_S:
+            return None
         assert time.monotonic() < deadline, f"parent still {run.state_name}"
         time.sleep(1)

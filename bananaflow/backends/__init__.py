@@ -21,7 +21,7 @@ from bananaflow.backends.base import ImageBackend
 from bananaflow.backends.vertex import VertexBackend
 from bananaflow.config import RetrySettings, Settings
 from bananaflow.errors import BackendError, ConfigError, InputError
-from bananaflow.models import BackendName, GeneratedImage, ImageRequest
+from bananaflow.generation import BackendName, GeneratedImage, ImageRequest
 from bananaflow.retry import SleepFn, retry_async
 
 __all__ = [

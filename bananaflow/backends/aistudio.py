@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from bananaflow.backends.base import HttpBackend, Reply
 from bananaflow.config import Settings
 from bananaflow.errors import InputError, Unsupported
-from bananaflow.models import ImageRequest, UpscaledImage
+from bananaflow.generation import ImageRequest, UpscaledImage
 
 __all__ = ["AIStudioBackend"]
 

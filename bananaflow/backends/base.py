@@ -41,7 +41,7 @@ from bananaflow.errors import (
     ResponseTooLarge,
     Unavailable,
 )
-from bananaflow.models import (
+from bananaflow.generation import (
     BackendName,
     GeneratedImage,
     ImageRequest,

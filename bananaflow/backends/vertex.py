@@ -24,7 +24,7 @@ from bananaflow.backends.auth import TokenSource
 from bananaflow.backends.base import HttpBackend, Reply
 from bananaflow.config import Settings
 from bananaflow.errors import InputError, Unsupported
-from bananaflow.models import ImageRequest, UpscaledImage
+from bananaflow.generation import ImageRequest, UpscaledImage
 
 # Vertex model card: 7 MB per inline input image (§2.1).
 MAX_INLINE_IMAGE_BYTES = 7 * 1024 * 1024

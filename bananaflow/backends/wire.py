@@ -35,7 +35,7 @@ from typing import Any
 from bananaflow import imagetype
 from bananaflow.backends.status import error_from_payload
 from bananaflow.errors import BadImage, MalformedResponse, Refused
-from bananaflow.models import GeneratedImage, ImageRequest, UpscaledImage, Usage, size_problem
+from bananaflow.generation import GeneratedImage, ImageRequest, UpscaledImage, Usage, size_problem
 from bananaflow.redact import redact
 
 Secrets = Sequence[str | None]
@@ -165,13 +165,13 @@ def build_generate_body(
             output["compressionQuality"] = request.output_quality
         if output:
             image_config["imageOutputOptions"] = output
-    return {
-        "contents": [user_turn(parts)],
-        "generationConfig": {
-            "responseModalities": list(response_modalities),
-            "imageConfig": image_config,
-        },
+    generation_config: dict[str, Any] = {
+        "responseModalities": list(response_modalities),
+        "imageConfig": image_config,
     }
+    if request.seed is not None:  # a variant is a seed: reproducible, and distinct per variant
+        generation_config["seed"] = request.seed
+    return {"contents": [user_turn(parts)], "generationConfig": generation_config}
 
 
 def build_text_body(prompt: str, system_instruction: str) -> dict[str, Any]:
@@ -352,7 +352,7 @@ def parse_generate_response(
     """Turn a decoded ``generateContent`` body into a :class:`GeneratedImage` or a typed error.
 
     With ``request`` the image must also have a size that request can produce
-    (:func:`bananaflow.models.size_problem`). ``secrets`` are removed from every upstream text.
+    (:func:`bananaflow.generation.size_problem`). ``secrets`` are removed from every upstream text.
     """
     cand, parts = _candidate_and_parts(payload, backend, secrets)
     image_part: dict[str, Any] | None = None

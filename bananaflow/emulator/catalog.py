@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from bananaflow.models import OUTPUT_TOKENS, pixel_size
+from bananaflow.generation import OUTPUT_TOKENS, pixel_size
 
 ModelKind = Literal["image", "text", "upscale"]
 Backend = Literal["aistudio", "vertex"]
@@ -83,7 +83,7 @@ class ImageModel:
         return self.output_tokens.get(size) or self.output_tokens["1K"]
 
     def pixels(self, ratio: str, size: str) -> tuple[int, int]:
-        """Pixel size served; the Pro table comes from ``bananaflow.models``."""
+        """Pixel size served; the Pro table comes from ``bananaflow.generation``."""
         if not self.sizes:
             return _FLASH25_PIXELS[ratio]
         if ratio in EXTREME_RATIOS:

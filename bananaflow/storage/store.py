@@ -1,4 +1,4 @@
-"""Object storage behind one small interface: local directories, ``memory://`` and ``gs://``.
+"""One store: create-only writes made atomic for each kind of storage.
 
 Why a wrapper rather than raw fsspec: every write of an image is *create-only* (content-addressed
 names mean an existing object with the same bytes is success, not an error, and different bytes
@@ -17,17 +17,13 @@ that atomic:
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import errno
 import hashlib
-import logging
 import os
-import re
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -37,88 +33,21 @@ import fsspec
 from pydantic import BaseModel
 
 from bananaflow.errors import BananaflowError, InputError
+from bananaflow.storage.names import check_relative
+from bananaflow.storage.retry import retry_transient, short_error
+from bananaflow.storage.urls import parse_url
+
+T = TypeVar("T")
+
 
 # gcsfs >= 2026 otherwise asks the gRPC Storage Control API for the bucket layout before every
 # operation, which stalls ~60 s per call on emulators and needs gRPC egress in production. Our
 # buckets are plain (non-HNS) buckets. gcsfs is imported lazily by fsspec, so this runs first
 # unless something imported gcsfs earlier; users can still opt in by setting the variable.
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
-
 _TMP_PREFIX = ".bf-tmp-"
-_LOCAL = ("file", "local")
-_GCS = ("gs", "gcs")
-# Other writable bucket-style object stores, handled through plain fsspec when their package is
-# installed (best effort: no object metadata, create-only via exclusive open). Read-only or
-# host-style schemes (http, zip, github, sftp, ...) are refused up front.
-_OBJECT_STORES = ("s3", "s3a", "az", "abfs", "abfss", "oss")
-_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$")
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
-_URL_FIX = "use file:///abs/dir, a local path like ./output, memory://name or gs://bucket/prefix"
 # Serialises the exists-check of stores whose exclusive create is only best effort (memory://).
 _CREATE_LOCK = threading.Lock()
-
-
-# A remote store (gs://) that stops answering is retried by gcsfs itself for ~33 s per call;
-# on top of that each call gets a few more tries within this budget, so an outage of a minute
-# or two (a restarted emulator, a GCS blip) delays a run instead of failing paid-for work.
-REMOTE_RETRY_DEADLINE_S = 90.0
-REMOTE_RETRY_FIRST_WAIT_S = 0.5
-REMOTE_RETRY_MAX_WAIT_S = 8.0
-# Answers, not outages: retrying them cannot change the outcome.
-_FINAL_ERRORS: tuple[type[BaseException], ...] = (
-    FileNotFoundError,
-    FileExistsError,
-    PermissionError,
-    IsADirectoryError,
-    NotADirectoryError,
-)
-
-log = logging.getLogger("bananaflow")
-T = TypeVar("T")
-
-
-def is_transient_storage_error(err: BaseException) -> bool:
-    """Connection refused/reset, timeouts and 5xx-like failures; never a definite answer."""
-    if isinstance(err, _FINAL_ERRORS):
-        return False
-    if isinstance(err, OSError | TimeoutError | asyncio.TimeoutError | ConnectionError):
-        return True
-    # gcsfs raises its own HttpError for HTTP failures it gave up on; 5xx/408/429 are outages.
-    code = getattr(err, "code", None)
-    return (
-        type(err).__name__ == "HttpError"
-        and isinstance(code, int)
-        and (code >= 500 or code in (408, 429))
-    )
-
-
-def retry_transient(
-    fn: Callable[[], T],
-    what: str,
-    *,
-    deadline_s: float = REMOTE_RETRY_DEADLINE_S,
-    sleep: Callable[[float], None] = time.sleep,
-) -> T:
-    """Call ``fn`` until it succeeds, fails for good, or ``deadline_s`` would be overrun."""
-    started = time.monotonic()
-    wait = REMOTE_RETRY_FIRST_WAIT_S
-    while True:
-        try:
-            return fn()
-        except Exception as err:
-            if not is_transient_storage_error(err):
-                raise
-            if time.monotonic() - started + wait > deadline_s:
-                raise
-            log.warning(
-                "storage: %s failed (%s: %s); retrying in %.1f s",
-                what,
-                err.__class__.__name__,
-                _short(err, 120),
-                wait,
-            )
-            sleep(wait)
-            wait = min(wait * 2, REMOTE_RETRY_MAX_WAIT_S)
 
 
 class StorageConflict(BananaflowError):
@@ -164,152 +93,11 @@ class PutResult(BaseModel):
     size: int
 
 
-# --------------------------------------------------------------------------- paths
-
-
-def redact_url(url: str) -> str:
-    """The URL without userinfo or query string, so errors never echo credentials."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    host, slash, tail = rest.partition("/")
-    host = host.rpartition("@")[2]
-    return f"{scheme}://{host}{slash}{tail.split('?', 1)[0]}"
-
-
-def check_relative(path: str, *, field: str = "storage.path") -> str:
-    """Reject anything that could escape the store's root or alias another object name."""
-    problem = None
-    if not path:
-        problem = "the object path is empty"
-    elif "\\" in path:
-        problem = f"{path!r} contains a backslash"
-    elif path.startswith("/") or "://" in path or re.match(r"^[A-Za-z]:", path):
-        problem = f"{path!r} is absolute; object paths are relative to the store"
-    elif any(ord(c) < 32 for c in path):
-        problem = f"{path!r} contains a control character"
-    else:
-        for seg in path.split("/"):
-            if seg in ("", ".", ".."):
-                problem = f"{path!r} has an empty, '.' or '..' segment"
-                break
-    if problem:
-        raise InputError(field, problem, fix="use a relative path like images/ab/abcdef.webp")
-    return path
-
-
-_FIELD = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:\[(?P<a>-?\d*):(?P<b>-?\d*)\])?$")
-
-
-def _expand_field(expr: str, fields: dict[str, str]) -> str:
-    m = _FIELD.match(expr)
-    if not m:
-        raise InputError(
-            "upload.name_template",
-            f"{{{expr}}} is not allowed; only {{name}} and {{name[a:b]}} are",
-            fix="use fields like {prefix}, {sha}, {sha[:2]}, {ext}",
-        )
-    name = m["name"]
-    if name not in fields:
-        raise InputError(
-            "upload.name_template",
-            f"unknown field {{{name}}}; known: {', '.join(sorted(fields))}",
-            fix="use one of the known fields",
-        )
-    value = str(fields[name])
-    if m["a"] is None:
-        return value
-    a = int(m["a"]) if m["a"] else None
-    b = int(m["b"]) if m["b"] else None
-    return value[a:b]
-
-
-def object_name(template: str, **fields: str) -> str:
-    """Expand a name template with plain fields and slices only (no attribute/index access).
-
-    ``str.format`` would allow ``{sha.__class__}``-style lookups from a config file, so the
-    template is parsed by hand; the result must be a clean relative path.
-    """
-    out: list[str] = []
-    pos = 0
-    for m in re.finditer(r"\{\{|\}\}|\{([^{}]*)\}|[{}]", template):
-        out.append(template[pos : m.start()])
-        token = m.group(0)
-        if token in ("{{", "}}"):
-            out.append(token[0])
-        elif m.group(1) is None:
-            raise InputError(
-                "upload.name_template",
-                f"unbalanced brace in {template!r}",
-                fix="write {{ or }} for a literal brace",
-            )
-        else:
-            out.append(_expand_field(m.group(1).strip(), fields))
-        pos = m.end()
-    out.append(template[pos:])
-    return check_relative("".join(out), field="upload.name_template")
-
-
-# --------------------------------------------------------------------------- URL parsing
-
-
-def _bad_url(url: str, problem: str) -> InputError:
-    return InputError("storage.url", f"{redact_url(url)}: {problem}", fix=_URL_FIX)
-
-
-def _parse_url(url: str) -> tuple[str, str]:
-    """(protocol, root) where root is the fsspec path of the store's top directory/prefix."""
-    if not isinstance(url, str) or not url.strip():
-        raise _bad_url(str(url), "empty storage URL")
-    url = url.strip()
-    if "::" in url:
-        raise _bad_url(url, "chained fsspec URLs are not supported")
-    if "://" not in url:
-        return "file", os.path.abspath(os.path.expanduser(url))
-    scheme, _, rest = url.partition("://")
-    scheme = scheme.lower()
-    if not _SCHEME.match(scheme):
-        raise _bad_url(url, f"malformed scheme {scheme!r}")
-    if "?" in rest or "#" in rest:
-        raise _bad_url(url, "query strings and fragments are not supported")
-    if scheme in _LOCAL:
-        rest = rest[len("localhost") :] if rest.startswith("localhost/") else rest
-        if not rest:
-            raise _bad_url(url, "no directory given")
-        return "file", os.path.abspath(os.path.expanduser(rest))
-    if scheme == "memory":
-        return "memory", "/" + rest.strip("/")
-    if scheme in _GCS:
-        bucket, _, prefix = rest.partition("/")
-        if "@" in bucket or not _BUCKET.match(bucket):
-            raise _bad_url(url, f"invalid bucket name {bucket.rpartition('@')[2]!r}")
-        prefix = prefix.strip("/")
-        if prefix:
-            check_relative(prefix, field="storage.url")
-        return "gs", f"{bucket}/{prefix}" if prefix else bucket
-    if scheme not in _OBJECT_STORES:
-        known = scheme in fsspec.available_protocols()
-        raise _bad_url(url, f"{'unsupported' if known else 'unknown'} scheme {scheme!r}")
-    try:
-        cls = fsspec.get_filesystem_class(scheme)
-    except ValueError:
-        raise _bad_url(url, f"unknown scheme {scheme!r}") from None
-    except ImportError as e:
-        raise _bad_url(
-            url, f"scheme {scheme!r} needs a package that is not installed ({e})"
-        ) from None
-    root = cls._strip_protocol(url)
-    return scheme, root.rstrip("/") if isinstance(root, str) else str(root)
-
-
-# --------------------------------------------------------------------------- the store
-
-
 class Store:
     """One storage location; object paths are relative to it and validated on every call."""
 
     def __init__(self, url: str, options: dict[str, Any] | None = None):
-        self.protocol, self._root = _parse_url(url)
+        self.protocol, self._root = parse_url(url)
         self._options = dict(options or {})
         self.url = self._root_url()
         self._local_root = Path(self._root) if self.protocol == "file" else None
@@ -321,7 +109,7 @@ class Store:
             except Exception as e:
                 raise InputError(
                     "storage.url",
-                    f"cannot open {self.url}: {e.__class__.__name__}: {_short(e)}",
+                    f"cannot open {self.url}: {e.__class__.__name__}: {short_error(e)}",
                     fix="check storage.options (endpoint_url, token, project)",
                 ) from None
 
@@ -649,19 +437,11 @@ class Store:
         except Exception as e:
             raise InputError(
                 "storage.url",
-                f"cannot write to {self.url}: {e.__class__.__name__}: {_short(e)}",
+                f"cannot write to {self.url}: {e.__class__.__name__}: {short_error(e)}",
                 fix="point storage.url at a writable directory or bucket, check credentials",
             ) from None
         finally:
             self._once.on = False
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _short(e: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(e).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _check_metadata(metadata: dict[str, str] | None) -> dict[str, str] | None:

@@ -1,4 +1,8 @@
-"""Records that cross a boundary between the core, the backends, the tasks and the emulator.
+"""What is asked of an image model and what it answers, the same for every backend.
+
+The rule beside ``records.py``: here, one generation (the request, the decoded answer, the
+vocabulary of sizes and ratios); there, what the pipeline keeps about a job (step references,
+manifest rows, run summaries).
 
 The pixel table is Google's published one for gemini-3-pro-image (ai.google.dev image-generation,
 see ../shared/reference/google-image-apis.md §1.4). Clients never take a size from it: they read
@@ -132,6 +136,9 @@ class ImageRequest(BaseModel):
         None, description="Model id; None takes the backend's configured model."
     )
     reference_images: list[ReferenceImage] = Field(default_factory=list, max_length=14)
+    seed: int | None = Field(
+        None, ge=-(2**31), lt=2**31, description="generationConfig.seed: same seed, same image."
+    )
     # Vertex-only
     output_mime_type: OutputMime | None = None
     output_quality: int | None = Field(None, ge=0, le=100)

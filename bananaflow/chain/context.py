@@ -1,0 +1,113 @@
+"""What one run's steps share: clients, store, ledger, spool, manifest and budget.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bananaflow.backends import create_backend
+from bananaflow.backends.base import ImageBackend
+from bananaflow.config import Settings
+from bananaflow.errors import InputError
+from bananaflow.generation import BackendName
+from bananaflow.ledger import Ledger
+from bananaflow.limits import LimitedBackend, Limiter, LocalLimiter
+from bananaflow.manifest import ManifestWriter
+from bananaflow.pricing import Budget
+from bananaflow.spool import Spool
+from bananaflow.storage import Store, check_relative, object_name
+
+
+@dataclass
+class ChainContext:
+    """Everything one run's steps share. Built once per flow run, closed at its end."""
+
+    settings: Settings
+    run_id: str
+    store: Store
+    ledger: Ledger
+    spool: Spool
+    manifest: ManifestWriter
+    budget: Budget
+    backends: dict[BackendName, ImageBackend]
+    work_dir: Path
+    reuse: bool = True  # False: render even when the ledger has it (compare measures latency)
+    reserved: dict[str, float] = field(default_factory=dict)  # job id -> budget held for it
+    _owns_work_dir: bool = field(default=True, repr=False)
+
+    async def aclose(self) -> None:
+        for backend in self.backends.values():
+            await backend.aclose()
+        if self._owns_work_dir:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+
+
+def open_context(
+    settings: Settings,
+    run_id: str,
+    backends_needed: set[BackendName],
+    *,
+    limiter_for: dict[BackendName, Limiter] | None = None,
+    reuse: bool = True,
+) -> ChainContext:
+    """Create clients, store, manifest and budget for a run; fails before any spending."""
+    check_upload_names(settings)
+    store = Store(settings.storage.url, settings.storage.options)
+    store.check_writable()
+    backends: dict[BackendName, ImageBackend] = {}
+    for name in sorted(backends_needed):
+        backend = create_backend(name, settings)
+        limiter = (limiter_for or {}).get(name) or local_limiter(settings, name)
+        backends[name] = LimitedBackend(backend, limiter)
+    return ChainContext(
+        settings=settings,
+        run_id=run_id,
+        store=store,
+        ledger=Ledger(store, run_id, claim_ttl_s=claim_ttl_s(settings)),
+        spool=Spool(store.url),
+        manifest=ManifestWriter(store, run_id),
+        budget=Budget(settings.budget.max_usd),
+        backends=backends,
+        work_dir=Path(tempfile.mkdtemp(prefix=f"bananaflow-{run_id}-")),
+        reuse=reuse,
+    )
+
+
+def check_upload_names(settings: Settings) -> None:
+    """Expand ``upload.prefix`` + ``upload.name_template`` once with dummy values.
+
+    Names are otherwise first built at upload time, i.e. after the image was paid for; a
+    prefix with ``..`` or a template reaching for attributes must fail before that.
+    """
+    prefix = settings.upload.prefix.strip("/")
+    if prefix:
+        check_relative(prefix, field="upload.prefix")
+    template = settings.upload.name_template
+    for sub in ("", "masters", "thumbs/256"):
+        joined = "/".join(p for p in (prefix, sub) if p)
+        try:
+            object_name(template, prefix=joined, sha="0" * 64, ext="webp")
+        except InputError as err:
+            if err.field != "upload.name_template" or "{" in err.problem:
+                raise
+            raise InputError(
+                "upload.name_template",
+                f"{template!r} makes names outside the store ({err.problem})",
+                fix="keep names relative, e.g. {prefix}/{sha[:2]}/{sha}.{ext}",
+            ) from None
+
+
+def claim_ttl_s(settings: Settings) -> float:
+    """How long a claim holds: the longest a generation may take (every retry and fallback),
+    plus storing the master. A holder that outlives it has died or hung."""
+    return settings.generate.retry.deadline_s * 2 + 120.0
+
+
+def local_limiter(settings: Settings, name: BackendName) -> LocalLimiter:
+    """The backend's quota for one process; scaled with the embedded emulator's clock."""
+    cfg = settings.backends.aistudio if name == "aistudio" else settings.backends.vertex
+    scale = settings.emulator.time_scale if settings.emulator.embedded else 1.0
+    return LocalLimiter(cfg.requests_per_minute, cfg.concurrency, window_s=60.0 * scale)

@@ -1,0 +1,170 @@
+"""Specs to jobs: templates filled, presets appended, ratios x sizes x variants multiplied.
+"""
+
+from __future__ import annotations
+
+import string
+import unicodedata
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from bananaflow.config import ExpandSettings, GenerateSettings
+from bananaflow.errors import InputError
+from bananaflow.expand.identity import compute_job_id, spec_hash
+from bananaflow.expand.specs import MAX_PROMPT_CHARS, ImageJob, PromptSpec
+from bananaflow.generation import is_blank_text
+
+
+def short_text(value: Any, limit: int = 60) -> str:
+    """A one-line, bounded rendering of user input for an error message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def normalise(text: str) -> str:
+    # NFC + LF so a file saved on macOS/Windows hashes like the same file saved on Linux.
+    return unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n")).strip()
+
+
+def spec_label(spec: PromptSpec, index: int) -> str:
+    return f"prompt {spec.id!r}" if spec.id else f"prompt #{index + 1}"
+
+
+def _render_template(template: str, variables: Mapping[str, str], label: str) -> str:
+    tpl = string.Template(template)
+    for match in tpl.pattern.finditer(template):
+        if match.group("invalid") is not None:
+            pos = match.start()  # the `$` itself, where the user will look
+            line = template.count("\n", 0, pos) + 1
+            col = pos - (template.rfind("\n", 0, pos) + 1) + 1
+            raise InputError(
+                "template",
+                f"{label} has an invalid placeholder {short_text(template[pos : pos + 40])} "
+                f"at line {line}, column {col}",
+                fix="placeholders are $name or ${name} (letters, digits, _); write $$ for a "
+                "literal $",
+            )
+    missing = [name for name in tpl.get_identifiers() if name not in variables]
+    if missing:
+        names = ", ".join(f"${n}" for n in missing)
+        known = ", ".join(sorted(variables)) or "none"
+        raise InputError(
+            "variables",
+            f"{label} uses {names} but no value is given (variables given: {known})",
+            fix=f"add {missing[0]} under variables (or a var.{missing[0]} CSV column)",
+        )
+    # One pass only: a value containing `$other` stays literal text.
+    return tpl.substitute(variables)
+
+
+def base_prompt(spec: PromptSpec, label: str) -> str:
+    """The user's prompt before presets and rewrite: what ``original_prompt`` records."""
+    if spec.template is not None:
+        source = "template"
+        text = _render_template(spec.template, spec.variables, label)
+    else:
+        source = "text"
+        text = spec.text or ""
+    text = normalise(text)
+    if is_blank_text(text):  # zero-width and other invisible characters only: still blank
+        what = "expands to a blank prompt" if source == "template" else "is blank"
+        raise InputError(source, f"{label} {what}", fix="write the prompt to render")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise InputError(
+            source,
+            f"{label} is {len(text):,} characters, over the {MAX_PROMPT_CHARS:,} limit",
+            fix="shorten the prompt",
+        )
+    return text
+
+
+def _preset_texts(spec: PromptSpec, settings: ExpandSettings, label: str) -> list[str]:
+    texts: list[str] = []
+    for name in unique(spec.presets):
+        if name not in settings.presets:
+            known = ", ".join(sorted(settings.presets))
+            fix = (
+                f"use one of: {known}"
+                if known
+                else "define it under expand.presets in the config (none are defined)"
+            )
+            raise InputError("presets", f"unknown preset {name!r} in {label}", fix=fix)
+        text = normalise(settings.presets[name])
+        if text:
+            texts.append(text)
+    return texts
+
+
+def _with_presets(base: str, preset_texts: list[str]) -> str:
+    if not preset_texts:
+        return base
+    return ", ".join([base.rstrip(" ,"), *preset_texts])
+
+
+def unique(items: Iterable[Any]) -> list[Any]:
+    return list(dict.fromkeys(items))
+
+
+def expand(
+    specs: list[PromptSpec], settings: ExpandSettings, defaults: GenerateSettings
+) -> list[ImageJob]:
+    """Specs → jobs over each spec's ratios × sizes × variants, deterministic and deduplicated.
+
+    Duplicate jobs (two specs that resolve to the same render) collapse to the first, because
+    paying twice for one identical image is never what a batch author meant.
+    """
+    jobs: list[ImageJob] = []
+    seen: set[str] = set()
+    by_id: dict[str, tuple[int, PromptSpec]] = {}
+    for index, spec in enumerate(specs):
+        label = spec_label(spec, index)
+        if spec.id:
+            earlier = by_id.get(spec.id)
+            if earlier is not None and earlier[1] != spec:
+                raise InputError(
+                    "id",
+                    f"{spec.id!r} names two different prompts (#{earlier[0] + 1} and #{index + 1})",
+                    fix="give each prompt its own id",
+                )
+            by_id.setdefault(spec.id, (index, spec))
+        base = base_prompt(spec, label)
+        prompt = _with_presets(base, _preset_texts(spec, settings, label))
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise InputError(
+                "presets",
+                f"{label} is {len(prompt):,} characters with its presets, over the "
+                f"{MAX_PROMPT_CHARS:,} limit",
+                fix="shorten the prompt or use fewer presets",
+            )
+        spec_id = spec.id or spec_hash(spec)
+        ratios = unique(spec.aspect_ratios or [defaults.aspect_ratio])
+        sizes = unique(spec.image_sizes or [defaults.image_size])
+        for ratio in ratios:
+            for size in sizes:
+                for variant in range(spec.variants):
+                    job_id = compute_job_id(
+                        prompt=prompt,
+                        aspect_ratio=ratio,
+                        image_size=size,
+                        variant=variant,
+                        backend=spec.backend,
+                        model=spec.model,
+                    )
+                    if job_id in seen:
+                        continue
+                    seen.add(job_id)
+                    jobs.append(
+                        ImageJob(
+                            job_id=job_id,
+                            spec_id=spec_id,
+                            prompt=prompt,
+                            original_prompt=base,
+                            aspect_ratio=ratio,
+                            image_size=size,
+                            variant=variant,
+                            presets=unique(spec.presets),
+                            backend=spec.backend,
+                            model=spec.model,
+                        )
+                    )
+    return jobs

@@ -1,0 +1,95 @@
+"""What a user writes (a prompt spec) and what the pipeline renders (an image job).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from bananaflow.generation import AspectRatio, BackendName, ImageSize
+
+MAX_PROMPT_CHARS = 30_000  # the API's limit; ImageRequest enforces the same bound
+MAX_VARIANTS = 16
+LIST_FIELDS = ("presets", "aspect_ratios", "image_sizes")
+
+
+class PromptSpec(BaseModel):
+    """What a user writes: one prompt plus the matrix it should be rendered over.
+
+    Only structural checks live here (so constructing a spec never needs the config); checks
+    that need settings or produce a prompt (presets, templates, length) happen in ``expand`` and
+    are reported as ``InputError``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = None
+    text: str | None = None
+    template: str | None = None
+    variables: dict[str, str] = Field(default_factory=dict)
+    presets: list[str] = Field(default_factory=list)
+    aspect_ratios: list[AspectRatio] | None = Field(None, min_length=1)
+    image_sizes: list[ImageSize] | None = Field(None, min_length=1)
+    variants: int = Field(1, ge=1, le=MAX_VARIANTS)
+    backend: BackendName | None = None
+    model: str | None = None
+
+    @field_validator(*LIST_FIELDS, mode="before")
+    @classmethod
+    def _single_value_is_a_list(cls, v: Any) -> Any:
+        # `presets: catalogue` in YAML is an obvious intent; refusing it would only annoy.
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("variables", mode="before")
+    @classmethod
+    def _scalars_are_text(cls, v: Any) -> Any:
+        # YAML turns `count: 3` into an int; a template only ever substitutes text.
+        if not isinstance(v, Mapping):
+            return v
+        out: dict[Any, Any] = {}
+        for key, value in v.items():
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            elif isinstance(value, int | float):
+                value = str(value)
+            out[key] = value
+        return out
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> PromptSpec:
+        if self.text is not None and self.template is not None:
+            raise ValueError("both text and template are set; give exactly one")
+        if self.text is None and self.template is None:
+            raise ValueError("neither text nor template is set; give exactly one")
+        return self
+
+
+class ImageJob(BaseModel):
+    """One image to render: fully resolved, so nothing downstream needs the spec or the config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str
+    spec_id: str
+    prompt: str
+    original_prompt: str
+    aspect_ratio: AspectRatio
+    image_size: ImageSize
+    variant: int = 0
+    presets: list[str] = Field(default_factory=list)
+    backend: BackendName | None = None
+    model: str | None = None
+    rewritten: bool = False
+
+    @property
+    def seed(self) -> int:
+        """The job's seed, from its id: each variant differs, and a re-render reproduces it."""
+        return int(self.job_id[:8], 16) & 0x7FFFFFFF
