@@ -132,7 +132,7 @@ def trickle(total: int, every_s: float) -> Handler:
 @pytest.mark.anyio
 async def test_a_trickled_body_is_cut_at_the_retry_deadline() -> None:
     deadline_s = 5.0
-    async with serve(trickle(total=40, every_s=0.5)) as url:  # 20 s if nothing cuts it
+    async with serve(trickle(total=240, every_s=0.5)) as url:  # 2 min if nothing cuts it
         s = settings(
             url,
             timeouts={"read_s": {"1K": 2, "2K": 2, "4K": 2}},
@@ -146,12 +146,14 @@ async def test_a_trickled_body_is_cut_at_the_retry_deadline() -> None:
         await backend.aclose()
     print(f"trickle cut after {elapsed:.2f}s (retry.deadline_s {deadline_s})")
     assert info.value.retryable and "retry.deadline_s" in str(info.value)
-    assert elapsed < deadline_s + 3  # the bound is deadline + ~1 s; slack for load
+    # Cut at the deadline (5.0 s measured); the bound is loose so a loaded machine cannot fail
+    # it, yet far below the 2 minutes an uncut trickle takes.
+    assert elapsed < deadline_s + 30
 
 
 @pytest.mark.anyio
 async def test_one_attempt_is_bounded_by_connect_plus_read_even_without_a_deadline() -> None:
-    async with serve(trickle(total=40, every_s=0.5)) as url:
+    async with serve(trickle(total=240, every_s=0.5)) as url:
         s = settings(url, timeouts={"connect_s": 1, "read_s": {"1K": 1, "2K": 1, "4K": 1}})
         backend = create_backend("aistudio", s)
         started = time.monotonic()
@@ -160,7 +162,7 @@ async def test_one_attempt_is_bounded_by_connect_plus_read_even_without_a_deadli
         elapsed = time.monotonic() - started
         await backend.aclose()
     assert "connect 1.0s + read 1.0s" in str(info.value)
-    assert elapsed < 2 + 3
+    assert elapsed < 2 + 30  # 2 s measured; an uncut trickle takes 2 minutes
 
 
 # --------------------------------------------------------------------------- 2. gzip bomb

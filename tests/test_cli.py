@@ -45,7 +45,7 @@ def test_demo_command_on_the_embedded_default_lands_images(tmp_path: Path) -> No
     ("args", "expected"),
     [
         (["--batch", "does-not-exist.yaml"], "does-not-exist.yaml"),
-        (["a cat", "--size", "8K"], "size"),
+        (["a cat", "--size", "8K"], "invalid --size:"),  # the flag the user typed
         (["a cat", "--aspect-ratio", "7:3"], "aspect"),
         (["a cat", "--stage", "staging"], "stage"),
         (["a cat", "--format", "bmp"], "format"),
