@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from PIL import Image
 
 from bananaflow import comparison
@@ -188,31 +186,11 @@ def test_markdown_has_the_reference_table_per_size():
 
 
 @pytest.fixture
-def compare_config(
-    tmp_path: Path, emu, service_account_file: Path, api_key: str
-) -> tuple[str, str]:
-    out = f"file://{tmp_path}/out"
-    cfg: dict[str, Any] = {
-        "stage": "dev",
-        "backends": {
-            "aistudio": {"base_url": emu.url, "api_key": api_key},
-            "vertex": {
-                "base_url": emu.url,
-                "project": emu.settings.project,
-                "credentials_file": str(service_account_file),
-            },
-        },
-        "route": {"fallback": ["vertex"]},  # compare must ignore it
-        "generate": {
-            "retry": {"initial_delay_s": 0.01, "max_delay_s": 0.05, "max_attempts": 3},
-            "timeouts": {"read_s": {"1K": 10, "2K": 10, "4K": 20}},
-        },
-        "compress": {"format": "webp", "quality": 80, "thumbnails": [128]},
-        "storage": {"url": out},
-    }
-    path = tmp_path / "compare.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return str(path), out
+def compare_config(make_config) -> tuple[str, str]:
+    return make_config(
+        route={"fallback": ["vertex"]},  # compare must ignore it
+        compress={"format": "webp", "quality": 80, "thumbnails": [128]},
+    )
 
 
 @pytest.mark.usefixtures("prefect_api")

@@ -11,12 +11,11 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from fixtures.emulator import EmulatorHandle, emulator_test_settings
+from fixtures.emulator import EmulatorHandle
 from PIL import Image, ImageChops, ImageStat
 
 from bananaflow.emulator import EmulatorControl, EmulatorServer
@@ -37,22 +36,9 @@ MISSING_SIGNATURE = (
 # --------------------------------------------------------------------------- fixtures & helpers
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[EmulatorServer]:
-    """No latency and no film grain: these tests read shapes and pixels, not timings or sizes."""
-    settings = emulator_test_settings(
-        time_scale=0, profiles={"aistudio": {"detail": 0.0}, "vertex": {"detail": 0.0}}
-    )
-    with EmulatorServer(settings) as s:
-        yield s
-
-
 @pytest.fixture
-def emu(server: EmulatorServer) -> Iterator[EmulatorHandle]:
-    handle = EmulatorHandle(server.url, server.settings, EmulatorControl(server.url), server)
-    handle.control.reset()
-    yield handle
-    handle.control.close()
+def emu(still_emu: EmulatorHandle) -> EmulatorHandle:
+    return still_emu
 
 
 @pytest.fixture

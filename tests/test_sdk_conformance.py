@@ -18,13 +18,13 @@ from typing import Any
 
 import httpx
 import pytest
-from fixtures.emulator import EmulatorHandle, emulator_test_settings
+from fixtures.emulator import EmulatorHandle
 from google import genai
 from google.genai import errors, types
 from google.oauth2 import service_account
 from PIL import Image
 
-from bananaflow.emulator import EmulatorControl, EmulatorServer
+from bananaflow.emulator import EmulatorServer
 from bananaflow.emulator.catalog import IMAGE_CATALOG, OTHER_CATALOG, ImageModel
 from bananaflow.emulator.credentials import write_service_account_file
 
@@ -40,20 +40,13 @@ pytestmark = pytest.mark.filterwarnings("ignore:The (generate_images|edit_image)
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[EmulatorServer]:
-    settings = emulator_test_settings(
-        time_scale=0, profiles={"aistudio": {"detail": 0.0}, "vertex": {"detail": 0.0}}
-    )
-    with EmulatorServer(settings) as s:
-        yield s
+def server(still_server: EmulatorServer) -> EmulatorServer:
+    return still_server
 
 
 @pytest.fixture
-def emu(server: EmulatorServer) -> Iterator[EmulatorHandle]:
-    handle = EmulatorHandle(server.url, server.settings, EmulatorControl(server.url), server)
-    handle.control.reset()
-    yield handle
-    handle.control.close()
+def emu(still_emu: EmulatorHandle) -> EmulatorHandle:
+    return still_emu
 
 
 @pytest.fixture(scope="module")
