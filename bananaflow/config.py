@@ -379,8 +379,14 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-# Variables of ours that are not settings: the config name, the entry point's stand-in.
-_NOT_SETTINGS = ("BANANAFLOW_CONFIG", "BANANAFLOW_STAND_IN")
+# Variables of ours that are not settings: the config name, the entry point's stand-in, and
+# what the test suite passes to its own fixtures.
+_NOT_SETTINGS = (
+    "BANANAFLOW_CONFIG",
+    "BANANAFLOW_STAND_IN",
+    "BANANAFLOW_TEST_POSTGRES_URL",
+    "BANANAFLOW_SCREENSHOTS",
+)
 
 
 def _env_layer(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:

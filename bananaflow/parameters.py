@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bananaflow.expand import ImageJob
 
@@ -26,12 +26,25 @@ Switch = Literal["from config", "on", "off"]
 _CHOICES = ("stage", "backend", "image_size", "aspect_ratio", "format", "upscale")
 
 
+def _keep_field_order(schema: dict[str, Any]) -> None:
+    """Number the fields as declared: a server on PostgreSQL stores the schema as JSONB, which
+    reorders keys (shortest first), and the UI then sorts the form by each field's position."""
+    for position, field in enumerate(schema.get("properties", {}).values()):
+        field["position"] = position
+
+
+class FormParameters(BaseModel):
+    """A flow's one parameter, shown in the UI as a form in the order the fields are declared."""
+
+    model_config = ConfigDict(json_schema_extra=_keep_field_order)
+
+
 def chosen(value: str) -> str | None:
     """The value a choice overrides the config with; None keeps the config's."""
     return None if value == FROM_CONFIG else value
 
 
-class GenerateParameters(BaseModel):
+class GenerateParameters(FormParameters):
     """What to generate and where; every choice left at "from config" keeps the config's."""
 
     prompts: list[str] = Field(default_factory=list, description="Prompts to render as-is.")

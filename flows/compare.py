@@ -16,7 +16,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from bananaflow import comparison, standin
 from bananaflow.chain import open_context
@@ -24,6 +24,7 @@ from bananaflow.comparison import ComparisonReport
 from bananaflow.config import load_settings
 from bananaflow.errors import InputError
 from bananaflow.generation import ImageSize
+from bananaflow.parameters import FormParameters
 from bananaflow.render import render_all
 from bananaflow.runid import new_run_id
 from bananaflow.tasks.chain import CHAIN
@@ -34,7 +35,7 @@ from bananaflow.tasks.report import ProgressArtifact, publish_report
 from bananaflow.tasks.route import route_jobs
 
 
-class CompareParameters(BaseModel):
+class CompareParameters(FormParameters):
     """Which prompts to render on both platforms, at which sizes, and where to keep the results."""
 
     prompts: list[str] = Field(default_factory=list, description="Prompts to compare.")

@@ -24,13 +24,14 @@ from prefect.exceptions import ObjectNotFound
 from prefect.flow_runs import FlowPauseTimeout, apause_flow_run
 from prefect.input import RunInput
 from prefect.runtime import flow_run
-from pydantic import BaseModel, Field, create_model
+from pydantic import Field, create_model
 
 from bananaflow import promotion, standin
 from bananaflow.chain import open_context
 from bananaflow.config import Settings, load_settings
 from bananaflow.errors import BananaflowError, InputError
 from bananaflow.generation import ImageSize
+from bananaflow.parameters import FormParameters
 from bananaflow.preflight import check_prices
 from bananaflow.promotion import DevRun, PromotionSummary
 from bananaflow.records import ManifestRow, RunSummary
@@ -43,7 +44,7 @@ from bananaflow.tasks.report import MAX_INLINE_SHEET, ProgressArtifact, publish_
 from bananaflow.tasks.route import route_jobs
 
 
-class PromoteParameters(BaseModel):
+class PromoteParameters(FormParameters):
     """Which dev run, what is approved, and the production settings to render it with."""
 
     source_run: str = Field(

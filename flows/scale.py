@@ -18,13 +18,13 @@ import asyncio
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from bananaflow.chain import open_context
 from bananaflow.chunking import backends_to_check, roll_up, split, unique_jobs
 from bananaflow.config import load_settings
 from bananaflow.errors import BananaflowError, InputError
-from bananaflow.parameters import GenerateParameters
+from bananaflow.parameters import FormParameters, GenerateParameters
 from bananaflow.records import RunSummary
 from bananaflow.runid import new_run_id
 from bananaflow.tasks.chunks import publish_chunks, run_chunk
@@ -33,7 +33,7 @@ from bananaflow.tasks.report import publish_report
 from bananaflow.tasks.route import route_jobs
 
 
-class ScaleParameters(BaseModel):
+class ScaleParameters(FormParameters):
     """A batch too large for one flow run, and how to cut it into chunk runs."""
 
     batch: GenerateParameters = Field(

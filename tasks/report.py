@@ -90,15 +90,30 @@ class ProgressArtifact:
             if done == self._sent:
                 return
             self._last = time.monotonic()
-            await _quietly(self._update(self.id, progress=100.0 * done / self.total), "progress")
+            sent = await _quietly(
+                self._sent_ok(self._update(self.id, progress=100.0 * done / self.total)),
+                "progress",
+            )
+            if sent is None:  # the API is gone: no job should wait on it again
+                self.id = None
+                return
             self._sent = done
+
+    @staticmethod
+    async def _sent_ok(call: Awaitable[object]) -> bool:
+        await call
+        return True
+
+
+# Prefect's client retries a dead API for minutes; an artifact is not worth that wait.
+ARTIFACT_TIMEOUT_S = 30.0
 
 
 async def _quietly(call: Awaitable[T], what: str) -> T | None:
     """The UI's view of a run is not worth the run: a Prefect API that stops answering costs
     the artifact, never the images (they and the manifest live in the store)."""
     try:
-        return await call
+        return await asyncio.wait_for(call, ARTIFACT_TIMEOUT_S)
     except Exception as err:
         log.warning("%s not sent to Prefect (%s: %s)", what, err.__class__.__name__, err)
         return None
@@ -165,8 +180,8 @@ async def publish_report(ctx: ChainContext, rows: list[ManifestRow]) -> RunSumma
     summary = RunSummary.from_rows(
         ctx.run_id, ctx.settings.stage, manifest_uri, rows, sheet[0] if sheet else None
     )
+    progress.summarised(summary)  # final now: the terminal need not wait for the UI's copy
     await _quietly(_publish_artifacts(ctx, rows, summary, sheet), "run artifacts")
-    progress.summarised(summary)
     return summary
 
 
@@ -175,17 +190,17 @@ async def _publish_artifacts(
 ) -> None:
     await acreate_table_artifact(
         table=[
-            {
+            {  # what a person reads first comes first: the UI cuts the table at ~850 px
                 "job": r.job_id,
                 "status": r.status,
+                "uri": r.uri,
+                "error": r.error or "",
                 "backend": r.backend or "",
                 "size": f"{r.width}x{r.height}",
                 "attempts": r.attempts,
                 "usd": r.estimated_usd,
                 "bytes_raw": r.bytes_raw,
                 "bytes_final": r.bytes_final,
-                "uri": r.uri,
-                "error": r.error or "",
             }
             for r in rows
         ],

@@ -49,3 +49,40 @@ def test_progress_ends_at_the_true_count_even_when_an_early_update_is_slow() -> 
     asyncio.run(scenario())
     assert sent[-1] == 100.0
     assert sent == sorted(sent)  # never goes backwards
+
+
+def test_prefect_does_not_walk_into_the_chain_context(tmp_path) -> None:
+    """Every task's first argument; other jobs' threads change it while Prefect looks."""
+    from prefect.utilities.collections import visit_collection
+
+    from bananaflow.chain import ChainContext
+    from bananaflow.config import Settings
+    from bananaflow.ledger import Ledger
+    from bananaflow.manifest import ManifestWriter
+    from bananaflow.pricing import Budget
+    from bananaflow.spool import Spool
+    from bananaflow.storage import Store
+
+    class Untouchable(dict):
+        def __iter__(self):
+            raise AssertionError("Prefect walked into ChainContext")
+
+        def items(self):
+            raise AssertionError("Prefect walked into ChainContext")
+
+    store = Store(f"file://{tmp_path}")
+    ctx = ChainContext(
+        settings=Settings(),
+        run_id="r1",
+        store=store,
+        ledger=Ledger(store, "r1", claim_ttl_s=60),
+        spool=Spool(store.url, tmp_path),
+        manifest=ManifestWriter(store, "r1"),
+        budget=Budget(None),
+        backends=Untouchable(),
+        work_dir=tmp_path,
+    )
+    ctx.reserved = Untouchable()
+    seen: list[object] = []
+    visit_collection({"ctx": ctx}, visit_fn=seen.append, return_data=False)
+    assert ctx in seen  # visited as one opaque value, its insides untouched

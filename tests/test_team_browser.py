@@ -34,6 +34,7 @@ from bananaflow.storage import Store
 if TYPE_CHECKING:
     from fixtures.postgres import TeamServer
 
+UI_TIMEOUT_MS = 60_000  # per DOM wait (as fixtures.browser): generous on a busy 2-core machine
 pytest_plugins = ["fixtures.postgres", "fixtures.browser"]
 pytestmark = pytest.mark.team
 
@@ -110,7 +111,6 @@ def pick(page: Any, title: str, value: str, observe: Any) -> None:
 
 
 def expect(locator: Any) -> Any:
-    from fixtures.browser import UI_TIMEOUT_MS
     from playwright.sync_api import expect as pw_expect
 
     pw_expect.set_options(timeout=UI_TIMEOUT_MS)
@@ -127,6 +127,28 @@ def choose_branch(prop: Any, branch: str, title: str, observe: Any) -> None:
         branches = [b.strip() for b in toggle.locator("button").all_inner_texts()]
         observe(f"{title}: a {' | '.join(branches)} toggle preset to {chosen}")
         toggle.get_by_role("button", name=branch, exact=True).click()
+
+
+OOPS_JS = """() => [...document.querySelectorAll('.p-toast-container')]
+    .reduce((n, c) => n + (c.innerText.match(/Something went wrong/g) || []).length, 0)"""
+
+
+def submit(page: Any, button: Any, done_js: str, what: str, observe: Any, tries: int = 3) -> None:
+    """Click ``button`` until the UI shows ``done_js`` (a JS expression). When the server
+    answers an error instead, the UI only says "Oops. Something went wrong." and keeps the form;
+    a person clicks again, and so does this (a Prefect server on SQLite answers 503, "database
+    is locked", when several writers meet: seen on Resume while the paused run polls)."""
+    for _ in range(tries):
+        before = page.evaluate(OOPS_JS)
+        button.click()
+        page.wait_for_function(
+            f"before => ({done_js}) || ({OOPS_JS})() > before", arg=before, timeout=UI_TIMEOUT_MS
+        )
+        if page.evaluate(f"() => {done_js}"):
+            return
+        observe(f"{what}: the UI showed 'Oops. Something went wrong.' (see the server's log); "
+                "submitted again")  # fmt: skip
+    pytest.fail(f"{what}: the server refused it {tries} times")
 
 
 def wait_run(server: TeamServer, flow_run_id: str, states: set[str]) -> dict[str, Any]:
@@ -209,7 +231,13 @@ def test_custom_run_from_the_form_and_its_artifacts(
         pick(page, title, value, observe)
     expect(page.get_by_role("option")).to_have_count(0)  # every dropdown list closed
     shoot(page, "form-filled")
-    page.get_by_role("button", name="Submit", exact=True).click()
+    submit(
+        page,
+        page.get_by_role("button", name="Submit", exact=True),
+        "document.body.innerText.includes('scheduled to start')",
+        "custom run Submit",
+        observe,
+    )
     toast = page.locator(".p-toast-container").filter(has_text="scheduled to start").last
     expect(toast).to_be_visible()
 
@@ -396,7 +424,13 @@ def test_paused_promotion_resumed_in_the_browser_promotes_the_ticked_images(
         expect(switches[row.job_id]).to_have_attribute("aria-checked", "true")
     expect(switches[left_out.job_id]).to_have_attribute("aria-checked", "false")
     shoot(page, "resume-form-two-ticked")
-    dialog.get_by_role("button", name="Submit", exact=True).click()
+    submit(
+        page,
+        dialog.get_by_role("button", name="Submit", exact=True),
+        "!document.querySelector('[role=dialog]')",
+        "Resume Submit",
+        observe,
+    )
     expect(dialog).to_be_hidden()
 
     wait_run(server, promote["id"], {"COMPLETED"})

