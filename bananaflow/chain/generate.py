@@ -144,22 +144,19 @@ async def _pay_for_master(
         )
         if job.job_id in ctx.reserved:
             ctx.budget.commit(ctx.reserved.pop(job.job_id))
-        ref = _stamp(
-            _describe(ctx, image.data, model, name),
-            model_version=image.model_version,
-            response_id=image.response_id,
-            usage=image.usage,
-            latency_s=image.latency_s,
-            attempts=sum(r.attempts for r in routes),
-            estimated_usd=price,
-            routes=routes,
+        ref = _describe(ctx, image.data, model, name).model_copy(
+            update={
+                "model_version": image.model_version,
+                "response_id": image.response_id,
+                "usage": image.usage,
+                "latency_s": image.latency_s,
+                "attempts": sum(r.attempts for r in routes),
+                "estimated_usd": price,
+                "routes": routes,
+            }
         )
         return await asyncio.to_thread(_keep_paid, ctx, job, key, claim, image.data, ref)
     raise AssertionError("a route always has at least one backend")
-
-
-def _stamp(ref: MasterRef, **fields: object) -> MasterRef:
-    return ref.model_copy(update=fields)
 
 
 def _describe(ctx: ChainContext, data: bytes, model: str, backend: BackendName) -> MasterRef:
