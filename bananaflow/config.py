@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 from bananaflow.configfiles import config_file
 from bananaflow.errors import ConfigError
-from bananaflow.generation import AspectRatio, BackendName, ImageSize
+from bananaflow.generation import AspectRatio, BackendName, Delivery, ImageSize
 from bananaflow.yamlio import AliasLimitError, load_yaml
 
 ENV_PREFIX = "BANANAFLOW_"
@@ -221,6 +221,9 @@ class RouteSettings(_Model):
 class GenerateSettings(_Model):
     aspect_ratio: AspectRatio = "1:1"
     image_size: ImageSize = "1K"
+    delivery: Delivery = Field(
+        "online", description="How images are bought: online, flex, priority or batch."
+    )
     retry: RetrySettings = Field(default_factory=RetrySettings)
     timeouts: TimeoutSettings = Field(default_factory=TimeoutSettings)
     concurrency: int | None = Field(
@@ -283,6 +286,11 @@ class BudgetSettings(_Model):
     max_usd: float | None = Field(None, ge=0)
 
 
+def _default_delivery_prices() -> dict[Delivery, float]:
+    # Multipliers on the list (online) price: flex and batch are half price, priority +75-100 %.
+    return {"online": 1.0, "flex": 0.5, "priority": 1.8, "batch": 0.5}
+
+
 def _default_prices() -> dict[str, dict[ImageSize, float]]:
     pro = {"1K": 0.134, "2K": 0.134, "4K": 0.24}
     return {"gemini-3-pro-image": pro, "gemini-3-pro-image-preview": dict(pro)}
@@ -302,6 +310,10 @@ class Settings(_Model):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
     prices: dict[str, dict[ImageSize, NonNegative]] = Field(default_factory=_default_prices)
+    delivery_prices: dict[Delivery, NonNegative] = Field(
+        default_factory=_default_delivery_prices,
+        description="Multiplier on the online price per delivery (flex/batch 0.5).",
+    )
 
     @model_validator(mode="after")
     def _fallback_not_primary_only(self) -> Settings:

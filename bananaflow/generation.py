@@ -20,11 +20,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 AspectRatio = Literal["1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"]
 ImageSize = Literal["1K", "2K", "4K"]
 BackendName = Literal["aistudio", "vertex"]
+# How an image is bought: ``online`` is the standard synchronous tier; ``flex`` and ``priority``
+# are Google's service tiers of the same call; ``batch`` is the Batch API / Vertex batch
+# prediction (../shared/reference/batch-and-model-tiers.md §1-3, §5).
+Delivery = Literal["online", "flex", "priority", "batch"]
 PersonGeneration = Literal["ALLOW_ALL", "ALLOW_ADULT", "ALLOW_NONE"]
 OutputMime = Literal["image/png", "image/jpeg"]
 
 ASPECT_RATIOS: tuple[str, ...] = AspectRatio.__args__  # type: ignore[attr-defined]
 IMAGE_SIZES: tuple[str, ...] = ImageSize.__args__  # type: ignore[attr-defined]
+DELIVERIES: tuple[str, ...] = Delivery.__args__  # type: ignore[attr-defined]
 
 # (width, height) at 1K; 2K doubles and 4K quadruples both sides.
 _PIXELS_1K: dict[str, tuple[int, int]] = {

@@ -12,15 +12,21 @@ from __future__ import annotations
 import threading
 
 from bananaflow.errors import ConfigError
-from bananaflow.generation import ImageSize
+from bananaflow.generation import Delivery, ImageSize
 
 _MICRO = 1_000_000
 
 
 def price_per_image(
-    model: str, image_size: ImageSize, prices: dict[str, dict[ImageSize, float]]
+    model: str,
+    image_size: ImageSize,
+    prices: dict[str, dict[ImageSize, float]],
+    delivery: Delivery = "online",
+    delivery_prices: dict[Delivery, float] | None = None,
 ) -> float:
-    """USD for one image of ``model`` at ``image_size``; refuses to guess when it is unknown.
+    """USD for one image of ``model`` at ``image_size`` bought by ``delivery``.
+
+    Refuses to guess when the model, size or delivery has no price.
 
     Accepts resource-style ids (``models/x``, ``publishers/google/models/x``) because both
     backends report models that way.
@@ -39,7 +45,16 @@ def price_per_image(
             f"no {image_size} price for model {model}",
             fix=f"add prices.{model}.{image_size} to the config",
         )
-    return float(price)
+    if delivery == "online":
+        return float(price)
+    factor = (delivery_prices or {}).get(delivery)
+    if factor is None:
+        raise ConfigError(
+            "delivery_prices",
+            f"no multiplier for delivery {delivery}",
+            fix=f"add delivery_prices.{delivery} to the config",
+        )
+    return float(price) * factor
 
 
 def _to_micro(usd: float) -> int:

@@ -154,3 +154,12 @@ def test_asyncio_tasks_share_one_budget() -> None:
 
     assert sum(asyncio.run(run())) == 5
     assert budget.spent == pytest.approx(0.67) and budget.reserved == 0
+
+
+def test_delivery_multiplies_the_online_price() -> None:
+    halves = {"online": 1.0, "batch": 0.5}
+    assert price_per_image("gemini-3-pro-image", "1K", PRICES, "batch", halves) == pytest.approx(
+        0.067
+    )
+    with pytest.raises(ConfigError, match=r"delivery_prices\.flex"):
+        price_per_image("gemini-3-pro-image", "1K", PRICES, "flex", halves)
