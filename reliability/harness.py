@@ -339,7 +339,7 @@ def write_config(
                 "max_attempts": 6,
                 "deadline_s": 60,
             },
-            "timeouts": {"connect_s": 2, "read_s": {"1K": 3, "2K": 5, "4K": 10}},
+            "timeouts": {"connect_s": 2, "read_s": {"1K": 8, "2K": 10, "4K": 15}},
         },
         "compress": {"format": "jpeg", "quality": 80, "thumbnails": []},
         "storage": {"url": storage_url, "options": storage_options or {}},

@@ -56,7 +56,8 @@ IMAGE_FAULT_RATES: dict[str, float] = {
     "no_image_refusal": 0.01,  # finishReason NO_IMAGE
 }
 TOKEN_FAULT_RATES: dict[str, float] = {"token_expired": 0.03, "token_error": 0.2}
-HANG_S = 500.0  # x time_scale 0.01 = 5 s held open; the client's 1K read timeout is 3 s
+HANG_S = 1200.0  # x time_scale 0.01 = 12 s held open; the client's 1K read timeout is 8 s, long
+# enough that a busy machine reading a real answer late is not mistaken for a hang (and paid twice)
 USABLE_FAULTS = (None, "random:lying_mime")  # a 200 whose image the client can keep
 REASON_LABELS: tuple[tuple[str, str], ...] = (
     ("per_day", "per-day quota (not retried)"),

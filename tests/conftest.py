@@ -17,6 +17,27 @@ for _key, _value in {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",
     "PREFECT_LOGGING_LEVEL": "WARNING",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",  # a guard, on a busy machine
 }.items():
     os.environ.setdefault(_key, _value)
+
+
+# Modules whose fixtures deploy flows or start servers once per module: one worker runs each of
+# them whole, first (the largest units go first). Every other test is scheduled on its own, so
+# the few long ones spread over the workers instead of queueing behind their file's neighbours.
+# (xdist's own ``--dist loadgroup`` cannot do this on pytest 9: it renames node ids through an
+# attribute pytest 9 no longer reads.)
+WHOLE_MODULES = frozenset(
+    {"test_deployments.py", "test_team_browser.py", "test_team_postgres.py", "test_bench_smoke.py"}
+)
+
+
+def pytest_xdist_make_scheduler(config, log):  # type: ignore[no-untyped-def]
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module.rsplit("/", 1)[-1] in WHOLE_MODULES else nodeid
+
+    return Scheduling(config, log)

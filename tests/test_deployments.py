@@ -1,9 +1,9 @@
 """The deployment path, end to end, as an operator runs it.
 
-A real ``prefect server`` (the CI script's, from PREFECT_API_URL; or one this module starts in
-its own PREFECT_HOME on a free port), ``bananaflow setup``, ``prefect deploy`` of
-``deployments/prefect.yaml``, runs started the way the UI starts them (a deployment run with
-parameters), and real process workers executing them against the emulator over loopback.
+The test run's real ``prefect server`` (tests/fixtures/prefect.py), ``bananaflow setup``,
+``prefect deploy`` of ``deployments/prefect.yaml``, runs started the way the UI starts them (a
+deployment run with parameters), and real process workers executing them against the emulator
+over loopback.
 
 - a UI-style run picked up by ``prefect worker start --run-once`` lands images, and its
   completion fires the promote trigger;
@@ -23,7 +23,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -218,19 +217,6 @@ class Server:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def _stop(proc: subprocess.Popen[bytes], grace_s: float = 20) -> None:
     """SIGTERM to the process group this module started, then SIGKILL if it lingers."""
     if proc.poll() is not None:
@@ -246,41 +232,18 @@ def _stop(proc: subprocess.Popen[bytes], grace_s: float = 20) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """The CI script's server when PREFECT_API_URL is set, else our own for this module."""
+def server(prefect_api: str) -> Iterator[Server]:
+    """The test run's one server (CI's, or the one tests/fixtures/prefect.py started)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    env = {**os.environ, **QUIET}
-    url = os.environ.get("PREFECT_API_URL")
-    own: subprocess.Popen[bytes] | None = None
-    if not url:
-        home = tmp_path_factory.mktemp("prefect-home")
-        port = _free_port()
-        url = f"http://127.0.0.1:{port}/api"
-        env.update(PREFECT_HOME=str(home), PREFECT_SERVER_LOGGING_LEVEL="WARNING")
-        log = (home / "server.log").open("wb")
-        own = subprocess.Popen(
-            [BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 120
-        while not _healthy(url):
-            assert own.poll() is None, (home / "server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "prefect server did not become healthy"
-            time.sleep(0.3)
-    env["PREFECT_API_URL"] = url
-    srv = Server(url, env)
+    env = {**os.environ, **QUIET, "PREFECT_API_URL": prefect_api}
+    srv = Server(prefect_api, env)
     try:
-        with temporary_settings({PREFECT_API_URL: url}):
+        with temporary_settings({PREFECT_API_URL: prefect_api}):
             yield srv
     finally:
         for proc in srv.procs:
             _stop(proc)
-        if own is not None:
-            _stop(own)
 
 
 @pytest.fixture(scope="module")

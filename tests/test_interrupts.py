@@ -19,8 +19,12 @@ from typing import Any
 
 import pytest
 import yaml
+from fixtures.prefect import server as prefect_server
 
 from bananaflow.emulator.control import EmulatorControl
+
+# The CLI subprocesses use the test run's Prefect server from the environment.
+pytestmark = pytest.mark.usefixtures("prefect_api")
 
 BIN = Path(sys.executable).parent
 HANG_GUARD_S = 600  # a guard against a hung test, not a timing assertion
@@ -48,8 +52,6 @@ def _batch(tmp_path: Path, n: int, what: str) -> Path:
 
 def _start(config: Path, batch: Path, cwd: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "XDG_CACHE_HOME": str(cwd / "cache")}
-    if not env.get("PREFECT_API_URL"):
-        env["PREFECT_HOME"] = str(cwd / "prefect-home")
     return subprocess.Popen(
         [BIN / "bananaflow", "generate", "--batch", str(batch), "--config", str(config)],
         cwd=cwd,
@@ -160,40 +162,6 @@ def test_sigkill_then_rerun_pays_only_for_what_the_kill_destroyed(
     assert total == 8 + in_flight_at_kill  # every saved master reused, nothing else repaid
 
 
-@contextlib.contextmanager
-def _prefect_server(home: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    proc = subprocess.Popen(
-        [BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/api"
-    import httpx
-
-    deadline = time.monotonic() + HANG_GUARD_S
-    while True:
-        assert proc.poll() is None, "prefect server exited"
-        assert time.monotonic() < deadline, "hang guard"
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                break
-        time.sleep(0.2)
-    try:
-        yield url, proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 def test_losing_the_prefect_api_mid_run_still_stores_everything_and_says_so(
     emulator_factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -201,8 +169,11 @@ def test_losing_the_prefect_api_mid_run_still_stores_everything_and_says_so(
     control = EmulatorControl(server.url)
     config = _config(tmp_path, server.url, server.settings.api_keys[0], f"file://{tmp_path}/out")
     batch = _batch(tmp_path, 8, "an orphaned lemon")
-    with _prefect_server(tmp_path / "prefect-server") as (url, prefect):
+    with prefect_server(tmp_path / "prefect-server") as (url, prefect):
         monkeypatch.setenv("PREFECT_API_URL", url)
+        # Prefect's client retries a dead API for 2+4+8+16+32 s per call by default; what is
+        # tested here (everything stored, and said so) does not depend on how long it tries.
+        monkeypatch.setenv("PREFECT_CLIENT_MAX_RETRIES", "1")
         proc = _start(config, batch, tmp_path)
         _wait_for(lambda: _generations(control) >= 2, proc)
         os.killpg(prefect.pid, signal.SIGKILL)  # the shared server goes away

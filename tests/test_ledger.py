@@ -105,8 +105,6 @@ def _batch(tmp_path: Path, n: int) -> Path:
 
 def _cli(config: str, batch: Path, cwd: Path) -> subprocess.Popen[str]:
     env = dict(os.environ)
-    if not env.get("PREFECT_API_URL"):
-        env["PREFECT_HOME"] = str(cwd / "prefect-home")
     cwd.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
         [BIN / "bananaflow", "generate", "--batch", str(batch), "--config", config],
@@ -118,6 +116,7 @@ def _cli(config: str, batch: Path, cwd: Path) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.usefixtures("prefect_api")  # the CLI subprocesses use the run's Prefect server
 @pytest.mark.parametrize("where", ["file", "gs"])
 def test_two_overlapping_runs_of_one_batch_pay_for_each_image_once(
     where: str, emu, make_config, tmp_path: Path, request: pytest.FixtureRequest

@@ -1,8 +1,7 @@
 """``bananaflow setup`` against a real Prefect API, and what a run does when it was never run.
 
-The command runs as a subprocess (as a user runs it) against the session's Prefect server:
-the CI script's server when PREFECT_API_URL is set, else the session's test harness, whose URL
-is handed to the subprocess.
+The command runs as a subprocess (as a user runs it) against the test run's Prefect server
+(tests/fixtures/prefect.py), whose URL is handed to the subprocess.
 """
 
 from __future__ import annotations
