@@ -19,11 +19,28 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bananaflow.configfiles import config_file
 from bananaflow.errors import ConfigError
-from bananaflow.generation import AspectRatio, BackendName, Delivery, ImageSize
+from bananaflow.generation import (
+    ASPECT_RATIOS,
+    REFERENCE_TYPES,
+    STANDARD_RATIOS,
+    AspectRatio,
+    BackendName,
+    Delivery,
+    ImageSize,
+    ReferenceMime,
+)
 from bananaflow.yamlio import AliasLimitError, load_yaml
 
 ENV_PREFIX = "BANANAFLOW_"
@@ -68,6 +85,11 @@ class TimeoutSettings(_Model):
     )
     upscale_s: float = Field(180.0, gt=0)
     text_s: float = Field(60.0, gt=0)
+
+    def read_for(self, size: ImageSize) -> float:
+        """A size the config does not list (512 in an older config) waits as long as the
+        longest listed one rather than failing a paid request on a KeyError."""
+        return self.read_s.get(size) or max(self.read_s.values(), default=90.0)
 
 
 class AIStudioSettings(_Model):
@@ -218,9 +240,108 @@ class RouteSettings(_Model):
     )
 
 
+class ModelTier(_Model):
+    """One image model as bananaflow may use it (batch-and-model-tiers.md §4.1).
+
+    Keyed in ``Settings.models`` by the id jobs and prices use; ``ids`` names it per backend
+    when a platform spells it differently (ids churn: config, never code). Everything here is
+    checked before a request is sent, so an impossible job costs nothing.
+    """
+
+    ids: dict[BackendName, str] = Field(
+        default_factory=dict, description="Wire id per backend; missing = the catalogue key."
+    )
+    sizes: list[ImageSize] = Field(min_length=1)
+    aspect_ratios: list[AspectRatio] = Field(min_length=1)
+    max_reference_images: int = Field(14, ge=0)
+    max_reference_mb: float = Field(
+        7.0, gt=0, description="Largest inline reference image (Vertex card: 7 MB)."
+    )
+    reference_types: list[ReferenceMime] = Field(
+        default_factory=lambda: list(REFERENCE_TYPES),  # type: ignore[arg-type]
+        description="Reference MIME types taken (read from the bytes, not the file name).",
+    )
+    fallback: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Models tried in order when this one is overloaded (503) or over quota (429), "
+            "where they allow the job's size, ratio and references; empty: never."
+        ),
+    )
+
+
+def _default_models() -> dict[str, ModelTier]:
+    standard = list(STANDARD_RATIOS)
+    return {
+        "gemini-3-pro-image": ModelTier(sizes=["1K", "2K", "4K"], aspect_ratios=standard),
+        "gemini-3.1-flash-image": ModelTier(
+            sizes=["512", "1K", "2K", "4K"], aspect_ratios=list(ASPECT_RATIOS)
+        ),
+        # The Gemini API page lists the 10 standard ratios, the Vertex card all 14 (§4.1): the
+        # narrower list until one is verified.
+        "gemini-3.1-flash-lite-image": ModelTier(sizes=["1K"], aspect_ratios=standard),
+    }
+
+
+def _over_shipped(given: Any, shipped: Mapping[str, BaseModel]) -> Any:
+    """``given`` (name -> fields) merged field by field over the shipped entries."""
+    if not isinstance(given, Mapping):
+        return given
+    out: dict[str, Any] = {k: m.model_dump(exclude_unset=True) for k, m in shipped.items()}
+    for name, fields in given.items():
+        base = out.get(name)
+        out[name] = {**base, **fields} if base and isinstance(fields, Mapping) else fields
+    return out
+
+
+class QualityPreset(_Model):
+    """A named intent (draft, standard, final): each field set here replaces the config's
+    default for the jobs that choose it; a spec's own fields still win."""
+
+    model: str | None = None
+    image_size: ImageSize | None = None
+    backend: BackendName | None = None
+    description: str = ""
+
+
+def _default_quality_presets() -> dict[str, QualityPreset]:
+    return {
+        "draft": QualityPreset(
+            model="gemini-3.1-flash-image",
+            image_size="1K",
+            description="Nano Banana 2 at 1K: cheap looks at an idea.",
+        ),
+        "standard": QualityPreset(
+            model="gemini-3.1-flash-image",
+            image_size="2K",
+            description="Nano Banana 2 at 2K: good enough to publish most images.",
+        ),
+        "final": QualityPreset(
+            model="gemini-3-pro-image",
+            image_size="2K",
+            backend="vertex",
+            description="Nano Banana Pro at 2K on Vertex: the production image.",
+        ),
+    }
+
+
 class GenerateSettings(_Model):
     aspect_ratio: AspectRatio = "1:1"
     image_size: ImageSize = "1K"
+    quality: str | None = Field(
+        None, description="Quality preset for jobs that name none; None: the plain defaults."
+    )
+    quality_presets: dict[str, QualityPreset] = Field(
+        default_factory=_default_quality_presets,
+        description="Preset name -> model, size and backend it stands for; merged field by "
+        "field over the shipped draft, standard and final.",
+    )
+
+    @field_validator("quality_presets", mode="before")
+    @classmethod
+    def _over_shipped_presets(cls, v: Any) -> Any:
+        # A config (or a run's --size) changing one field of `final` keeps the rest of it.
+        return _over_shipped(v, _default_quality_presets())
     delivery: Delivery = Field(
         "online", description="How images are bought: online, flex, priority or batch."
     )
@@ -292,8 +413,14 @@ def _default_delivery_prices() -> dict[Delivery, float]:
 
 
 def _default_prices() -> dict[str, dict[ImageSize, float]]:
-    pro = {"1K": 0.134, "2K": 0.134, "4K": 0.24}
-    return {"gemini-3-pro-image": pro, "gemini-3-pro-image-preview": dict(pro)}
+    # Online list prices per image, batch-and-model-tiers.md §4.1 (Vertex reported equal).
+    pro: dict[ImageSize, float] = {"1K": 0.134, "2K": 0.134, "4K": 0.24}
+    return {
+        "gemini-3-pro-image": pro,
+        "gemini-3-pro-image-preview": dict(pro),
+        "gemini-3.1-flash-image": {"512": 0.045, "1K": 0.067, "2K": 0.101, "4K": 0.151},
+        "gemini-3.1-flash-lite-image": {"1K": 0.0336},
+    }
 
 
 class Settings(_Model):
@@ -309,6 +436,11 @@ class Settings(_Model):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
+    models: dict[str, ModelTier] = Field(
+        default_factory=_default_models,
+        description="Image models jobs may use: ids, sizes, ratios, reference limits, "
+        "fallback; merged field by field over the shipped three.",
+    )
     prices: dict[str, dict[ImageSize, NonNegative]] = Field(default_factory=_default_prices)
     delivery_prices: dict[Delivery, NonNegative] = Field(
         default_factory=_default_delivery_prices,
@@ -319,6 +451,30 @@ class Settings(_Model):
     def _fallback_not_primary_only(self) -> Settings:
         if len(set(self.route.fallback)) != len(self.route.fallback):
             raise ValueError("route.fallback lists a backend twice")
+        return self
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _over_shipped_models(cls, v: Any) -> Any:
+        # `models: {gemini-3-pro-image: {fallback: [...]}}` turns one thing on, not the rest off.
+        return _over_shipped(v, _default_models())
+
+    @model_validator(mode="after")
+    def _tiers_name_known_models(self) -> Settings:
+        # A typo in a fallback or a preset would otherwise surface only when a job needs it.
+        for name, tier in self.models.items():
+            for other in tier.fallback:
+                if other not in self.models or other == name:
+                    raise ValueError(
+                        f"models.{name}.fallback names {other!r}, which is not another model "
+                        f"under models ({', '.join(self.models)})"
+                    )
+        presets = self.generate.quality_presets
+        if self.generate.quality is not None and self.generate.quality not in presets:
+            raise ValueError(
+                f"generate.quality {self.generate.quality!r} is not a preset under "
+                f"generate.quality_presets ({', '.join(presets) or 'none'})"
+            )
         return self
 
 

@@ -10,7 +10,14 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-SHIPPED_NAMES = ("local.yaml", "dev.yaml", "prod.yaml", "demo-batch.yaml")
+SHIPPED_NAMES = (
+    "local.yaml",
+    "dev.yaml",
+    "prod.yaml",
+    "demo-batch.yaml",
+    "demo-references.yaml",
+    "demo-product.jpg",
+)
 
 
 def shipped_dir() -> Path:

@@ -8,6 +8,9 @@ The pixel table is Google's published one for gemini-3-pro-image (ai.google.dev 
 see ../shared/reference/google-image-apis.md §1.4). Clients never take a size from it: they read
 dimensions from the bytes, then check them against it (:func:`size_problem`), because a Pro answer
 of any other size is a placeholder or a broken image. The emulator uses it to serve the right size.
+Nano Banana 2's extra sizes and ratios (512; 1:4, 4:1, 1:8, 8:1) have no published table: their
+sizes here are derived (half of 1K; the size's area at exactly the ratio) and checked only by
+aspect, like every model without a table.
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-AspectRatio = Literal["1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"]
-ImageSize = Literal["1K", "2K", "4K"]
+AspectRatio = Literal[
+    "1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9",
+    "1:4", "4:1", "1:8", "8:1",
+]  # fmt: skip
+ImageSize = Literal["512", "1K", "2K", "4K"]
 BackendName = Literal["aistudio", "vertex"]
 # How an image is bought: ``online`` is the standard synchronous tier; ``flex`` and ``priority``
 # are Google's service tiers of the same call; ``batch`` is the Batch API / Vertex batch
@@ -26,10 +32,12 @@ BackendName = Literal["aistudio", "vertex"]
 Delivery = Literal["online", "flex", "priority", "batch"]
 PersonGeneration = Literal["ALLOW_ALL", "ALLOW_ADULT", "ALLOW_NONE"]
 OutputMime = Literal["image/png", "image/jpeg"]
+ReferenceMime = Literal["image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"]
 
 ASPECT_RATIOS: tuple[str, ...] = AspectRatio.__args__  # type: ignore[attr-defined]
 IMAGE_SIZES: tuple[str, ...] = ImageSize.__args__  # type: ignore[attr-defined]
 DELIVERIES: tuple[str, ...] = Delivery.__args__  # type: ignore[attr-defined]
+REFERENCE_TYPES: tuple[str, ...] = ReferenceMime.__args__  # type: ignore[attr-defined]
 
 # (width, height) at 1K; 2K doubles and 4K quadruples both sides.
 _PIXELS_1K: dict[str, tuple[int, int]] = {
@@ -44,7 +52,10 @@ _PIXELS_1K: dict[str, tuple[int, int]] = {
     "16:9": (1376, 768),
     "21:9": (1584, 672),
 }
-_SCALE = {"1K": 1, "2K": 2, "4K": 4}
+_SCALE = {"512": 0.5, "1K": 1, "2K": 2, "4K": 4}
+# Only the Nano Banana 2 family renders these (batch-and-model-tiers.md §4.1).
+EXTREME_RATIOS: tuple[str, ...] = ("1:4", "4:1", "1:8", "8:1")
+STANDARD_RATIOS: tuple[str, ...] = tuple(r for r in ASPECT_RATIOS if r not in EXTREME_RATIOS)
 
 # Output tokens billed per image on the Pro model (doc table): 1120 for 1K/2K, 2000 for 4K.
 OUTPUT_TOKENS = {"1K": 1120, "2K": 1120, "4K": 2000}
@@ -68,10 +79,20 @@ _INVISIBLE_CHARS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
 def pixel_size(aspect_ratio: str, image_size: str) -> tuple[int, int]:
-    """Published output size for a ratio × size on gemini-3-pro-image."""
+    """Output size for a ratio × size: published for gemini-3-pro-image, derived beyond it."""
+    if aspect_ratio in EXTREME_RATIOS:
+        return _extreme_pixels(aspect_ratio, image_size)
     w, h = _PIXELS_1K[aspect_ratio]
     s = _SCALE[image_size]
-    return w * s, h * s
+    return int(w * s), int(h * s)
+
+
+def _extreme_pixels(aspect_ratio: str, image_size: str) -> tuple[int, int]:
+    """No published table: the size's area at exactly the ratio, both sides multiples of 16."""
+    a, b = (int(x) for x in aspect_ratio.split(":"))
+    area = (1024 * _SCALE[image_size]) ** 2
+    k = max(1, round((area / (a * b * 256)) ** 0.5))
+    return a * 16 * k, b * 16 * k
 
 
 def follows_pixel_table(model: str) -> bool:
@@ -121,7 +142,7 @@ class ReferenceImage(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    mime_type: Literal["image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"]
+    mime_type: ReferenceMime
     data: bytes = Field(repr=False)
 
 

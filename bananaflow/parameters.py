@@ -16,14 +16,18 @@ FROM_CONFIG = "from config"
 
 Stage = Literal["from config", "dev", "prod"]
 BackendChoice = Literal["from config", "aistudio", "vertex"]
-SizeChoice = Literal["from config", "1K", "2K", "4K"]
+SizeChoice = Literal["from config", "512", "1K", "2K", "4K"]
 RatioChoice = Literal[
-    "from config", "1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"
-]
+    "from config", "1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9",
+    "1:4", "4:1", "1:8", "8:1",
+]  # fmt: skip
+# The shipped presets (generate.quality_presets); a config's own presets are picked in the
+# batch file's ``quality:`` or the CLI's --quality.
+QualityChoice = Literal["from config", "draft", "standard", "final"]
 FormatChoice = Literal["from config", "jpeg", "webp", "avif", "png"]
 Switch = Literal["from config", "on", "off"]
 
-_CHOICES = ("stage", "backend", "image_size", "aspect_ratio", "format", "upscale")
+_CHOICES = ("stage", "backend", "image_size", "aspect_ratio", "format", "upscale", "quality")
 
 
 def _keep_field_order(schema: dict[str, Any]) -> None:
@@ -58,6 +62,15 @@ class GenerateParameters(FormParameters):
     backend: BackendChoice = Field(
         FROM_CONFIG, description="Force one backend for every job (no fallback to the other)."
     )
+    quality: QualityChoice = Field(
+        FROM_CONFIG,
+        description="draft: Nano Banana 2 at 1K; standard: Nano Banana 2 at 2K; final: Nano "
+        "Banana Pro at 2K on Vertex. A prompt's own quality, model or size still wins.",
+    )
+    references: list[str] = Field(
+        default_factory=list,
+        description="Reference images sent with every prompt above: paths, file:// or gs://.",
+    )
     image_size: SizeChoice = Field(FROM_CONFIG, description="Output size of every job.")
     aspect_ratio: RatioChoice = Field(FROM_CONFIG, description="Aspect ratio of every job.")
     format: FormatChoice = Field(FROM_CONFIG, description="Published file format.")
@@ -74,10 +87,21 @@ class GenerateParameters(FormParameters):
 
     def overrides(self) -> dict[str, Any]:
         upscale = chosen(self.upscale)
+        quality = chosen(self.quality)
+        # A size or backend chosen for this run beats the run's own preset (``--quality final
+        # --size 4K`` is a 4K final), so they are written into that preset for this run.
+        preset: dict[str, Any] = {}
+        if quality is not None:
+            preset = {
+                f"generate.quality_presets.{quality}.image_size": chosen(self.image_size),
+                f"generate.quality_presets.{quality}.backend": chosen(self.backend),
+            }
         return {
             "stage": chosen(self.stage),
             "generate.aspect_ratio": chosen(self.aspect_ratio),
             "generate.image_size": chosen(self.image_size),
+            "generate.quality": quality,
+            **preset,
             "storage.url": self.output,
             "budget.max_usd": self.max_usd,
             "upscale.enabled": None if upscale is None else upscale == "on",

@@ -12,16 +12,22 @@ from pathlib import Path
 from bananaflow.backends import create_backend
 from bananaflow.chain import check_upload_names, model_for
 from bananaflow.config import Settings
-from bananaflow.expand import ImageJob, PromptSpec, expand, load_batch
+from bananaflow.expand import ImageJob, PromptSpec, ReferenceResolver, expand, load_batch
+from bananaflow.expand.references import absolute
 from bananaflow.generation import BackendName
 from bananaflow.pricing import price_per_image
 from bananaflow.routing import RouteDecision, route
 from bananaflow.storage import Store
+from bananaflow.tiers import check_jobs, fallback_models
 
 
-def collect_specs(prompts: list[str], batch_file: str | None) -> list[PromptSpec]:
-    """Prompts given inline come first, then the batch file's specs."""
-    specs = [PromptSpec(text=p) for p in prompts]
+def collect_specs(
+    prompts: list[str], batch_file: str | None, references: list[str] | None = None
+) -> list[PromptSpec]:
+    """Prompts given inline come first (with ``references``, paths from here), then the batch
+    file's specs."""
+    refs = [absolute(r, Path.cwd()) for r in references or []]
+    specs = [PromptSpec(text=p, references=refs) for p in prompts]
     if batch_file:
         specs += load_batch(Path(batch_file))
     return specs
@@ -32,17 +38,29 @@ def plan_jobs(
     prompts: list[str],
     batch_file: str | None,
     override: BackendName | None = None,
+    references: list[str] | None = None,
 ) -> tuple[list[ImageJob], list[RouteDecision]]:
-    jobs = expand(collect_specs(prompts, batch_file), settings.expand, settings.generate)
+    jobs = expand(
+        collect_specs(prompts, batch_file, references),
+        settings.expand,
+        settings.generate,
+        ReferenceResolver(settings.storage),
+    )
     decisions = [route(job, settings.stage, settings.route, override) for job in jobs]
     return jobs, decisions
 
 
 def check_prices(settings: Settings, jobs: list[ImageJob], decisions: list[RouteDecision]) -> None:
-    """An unpriced model or size is a config error now, not N failed rows later."""
+    """An unpriced model or size is a config error now, not N failed rows later; and every job
+    is one its models can render (``tiers.check_jobs``), checked in the same breath because
+    every path that prices jobs is about to pay for them."""
+    check_jobs(settings, jobs, decisions)
     for job, decision in zip(jobs, decisions, strict=True):
         for name in decision.backends:
-            price_per_image(model_for(job, name, settings), job.image_size, settings.prices)
+            model = model_for(job, name, settings)
+            price_per_image(model, job.image_size, settings.prices)
+            for other in fallback_models(settings, job, model):
+                price_per_image(other, job.image_size, settings.prices)
 
 
 def preflight(
@@ -50,9 +68,10 @@ def preflight(
     prompts: list[str],
     batch_file: str | None,
     override: BackendName | None = None,
+    references: list[str] | None = None,
 ) -> list[ImageJob]:
     """Raise the first problem as a readable error; return the planned jobs when all is well."""
-    jobs, decisions = plan_jobs(settings, prompts, batch_file, override)
+    jobs, decisions = plan_jobs(settings, prompts, batch_file, override, references)
     check_upload_names(settings)  # names are otherwise first built after the image is paid for
     check_prices(settings, jobs, decisions)
     Store(settings.storage.url, settings.storage.options).check_writable()

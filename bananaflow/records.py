@@ -24,10 +24,29 @@ def utcnow() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+class ReferenceRef(BaseModel):
+    """A reference image a job sends with its prompt: where it came from and what it is.
+
+    Jobs carry this, never the bytes; the bytes are read from ``uri`` when the request is
+    made and must still hash to ``sha256`` (the job id was computed from it).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(description="As the batch or flag named it (path, URL, run/job).")
+    uri: str = Field(description="Where the bytes are read from (an fsspec URL).")
+    sha256: str
+    mime_type: str
+    bytes: int
+    width: int
+    height: int
+
+
 class RouteAttempt(BaseModel):
     """One backend tried for a job, and how it ended (the audit trail of routing)."""
 
     backend: BackendName
+    model: str | None = Field(None, description="The model asked on this attempt.")
     reason: str
     outcome: str = ""
     attempts: int = 0
@@ -64,6 +83,9 @@ class MasterRef(StoredImage):
     routes: list[RouteAttempt] = Field(default_factory=list)
     upscale_method: str | None = None
     reused: bool = Field(False, description="Found in the index: no generation request made.")
+    model_fallback: str | None = Field(
+        None, description="Why another model than the job's answered (models.<id>.fallback)."
+    )
 
 
 class CompressedRef(BaseModel):
@@ -100,6 +122,15 @@ class ManifestRow(BaseModel):
     backend: BackendName | None = None
     model: str | None = None
     model_version: str | None = None
+    quality_preset: str | None = Field(
+        None, description="The quality preset (draft, standard, final…) the job asked for."
+    )
+    model_fallback: str | None = Field(
+        None, description="Why another model than the job's answered (models.<id>.fallback)."
+    )
+    references: list[ReferenceRef] = Field(
+        default_factory=list, description="Reference images sent with the prompt, in order."
+    )
     routes: list[RouteAttempt] = Field(default_factory=list)
     attempts: int = 0
     latency_s: float = 0.0

@@ -45,7 +45,13 @@ DRAIN_S = 60.0  # the longest a first Ctrl-C waits for answers in flight
 API_GRACE_S = 10.0  # after the summary, how long a silent Prefect API may keep the run open
 
 # Flow-parameter names as the user typed them on the command line.
-_FLAGS = {"image_size": "size", "output": "out", "batch_file": "batch", "prompts": "prompt"}
+_FLAGS = {
+    "image_size": "size",
+    "output": "out",
+    "batch_file": "batch",
+    "prompts": "prompt",
+    "references": "reference",
+}
 
 _PREFECT_QUIET_DEFAULTS = {
     "PREFECT_LOGGING_LEVEL": "WARNING",
@@ -140,7 +146,14 @@ def generate(
     ] = "local",
     stage: Annotated[str | None, typer.Option(help="dev (AI Studio) or prod (Vertex).")] = None,
     backend: Annotated[str | None, typer.Option(help="Force aistudio or vertex.")] = None,
-    size: Annotated[str | None, typer.Option(help="1K, 2K or 4K.")] = None,
+    size: Annotated[str | None, typer.Option(help="512, 1K, 2K or 4K.")] = None,
+    quality: Annotated[
+        str | None, typer.Option(help="Quality preset: draft, standard or final.")
+    ] = None,
+    reference: Annotated[
+        list[str] | None,
+        typer.Option(help="Reference image sent with each prompt (repeatable): path or URL."),
+    ] = None,
     aspect_ratio: Annotated[str | None, typer.Option(help="e.g. 1:1, 16:9.")] = None,
     out: Annotated[str | None, typer.Option(help="Storage URL (file://, gs://).")] = None,
     max_usd: Annotated[float | None, typer.Option(help="Budget cap for this run.")] = None,
@@ -161,6 +174,8 @@ def generate(
         "stage": stage,
         "backend": backend,
         "image_size": size,
+        "quality": quality,
+        "references": reference or [],
         "aspect_ratio": aspect_ratio,
         "output": out,
         "max_usd": max_usd,
@@ -179,7 +194,11 @@ def generate(
                     stand_in.url,
                 )
             preflight(
-                standin.apply(settings), params.prompts, params.batch_file, params.forced_backend()
+                standin.apply(settings),
+                params.prompts,
+                params.batch_file,
+                params.forced_backend(),
+                params.references,
             )
             with ephemeral_api():
                 summary = _run_with_progress(params)

@@ -17,6 +17,7 @@ from bananaflow.config import load_settings
 from bananaflow.errors import InputError
 from bananaflow.memory import return_large_buffers_to_os
 from bananaflow.parameters import GenerateParameters
+from bananaflow.preflight import check_prices
 from bananaflow.records import RunSummary
 from bananaflow.render import render_all
 from bananaflow.runid import new_run_id
@@ -34,11 +35,17 @@ async def generate_images(params: GenerateParameters | None = None) -> RunSummar
     settings = standin.apply(load_settings(params.config, params.overrides()))
     run_id = new_run_id(flow_run.get_id())
     jobs = params.jobs + expand_prompts(
-        params.prompts, params.batch_file, settings.expand, settings.generate
+        params.prompts,
+        params.batch_file,
+        settings.expand,
+        settings.generate,
+        settings.storage,
+        params.references,
     )
     if not jobs:
         raise InputError("prompts", "nothing to generate", fix="give prompts or a batch_file")
     decisions = route_jobs(jobs, settings.stage, settings.route, params.forced_backend())
+    check_prices(settings, jobs, decisions)  # models, sizes, references: before any request
     ctx = open_context(
         settings,
         run_id,

@@ -64,7 +64,14 @@ class PromoteParameters(FormParameters):
     )
     config: str = Field("prod", description="Production config: prod or a path.")
     output: str | None = Field(None, description="Prod storage URL override, e.g. gs://bucket.")
-    image_size: ImageSize | None = Field(None, description="Prod size; default: prod config.")
+    quality: str | None = Field(
+        None,
+        description="Prod quality preset (e.g. final: Nano Banana Pro at 2K on Vertex); "
+        "default: the prod config's generate.quality.",
+    )
+    image_size: ImageSize | None = Field(
+        None, description="Prod size; default: the quality's, else the prod config's."
+    )
     upscale: bool | None = Field(None, description="Upscale the prod masters.")
     approval_timeout_s: int = Field(
         3600, ge=1, description="How long ask waits for the form before failing the run."
@@ -86,12 +93,15 @@ class PromoteParameters(FormParameters):
 async def promote(params: PromoteParameters) -> PromotionSummary:
     dev_settings = load_settings(params.source_config)
     prod_settings = load_settings(params.config, params.overrides())
+    quality, preset, size = promotion.prod_target(
+        prod_settings.generate, params.quality, params.image_size
+    )
     dev = await find_dev_run(params.source_run, dev_settings)
     pool = promotion.candidates(dev.rows)
     approved = promotion.select(dev.rows, params.approve, params.job_ids)
     if approved is None:
-        approved = await ask_for_approval(dev, pool, prod_settings, params) if pool else []
-    plan = promotion.plan(approved, prod_settings.generate.image_size)
+        approved = await ask_for_approval(dev, pool, size, params) if pool else []
+    plan = promotion.plan(approved, size, quality, preset)
     prod = await render_in_prod(prod_settings, plan) if plan.jobs else None
     linked = link_dev_rows(dev, plan, prod.rows) if prod else 0
 
@@ -181,10 +191,10 @@ async def _dev_flow_run_output(flow_run_id: uuid.UUID) -> str | None:
 
 
 async def ask_for_approval(
-    dev: DevRun, pool: list[ManifestRow], prod_settings: Settings, params: PromoteParameters
+    dev: DevRun, pool: list[ManifestRow], prod_size: ImageSize, params: PromoteParameters
 ) -> list[ManifestRow]:
     """Pause this run with one tick box per dev image; a person resumes it from the UI."""
-    form = promotion.approval_form(pool, dev.run_id, prod_settings.generate.image_size)
+    form = promotion.approval_form(pool, dev.run_id, prod_size)
     sheet = await asyncio.to_thread(promotion.approval_sheet, dev.store(), pool)
     if sheet and len(sheet) <= MAX_INLINE_SHEET:
         await acreate_image_artifact(

@@ -55,7 +55,12 @@ async def generate_batch(params: ScaleParameters | None = None) -> RunSummary:
     jobs = unique_jobs(
         params.batch.jobs
         + expand_prompts(
-            params.batch.prompts, params.batch.batch_file, settings.expand, settings.generate
+            params.batch.prompts,
+            params.batch.batch_file,
+            settings.expand,
+            settings.generate,
+            settings.storage,
+            params.batch.references,
         )
     )
     if not jobs:

@@ -6,8 +6,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from bananaflow.backends.base import ImageBackend
-from bananaflow.config import ExpandSettings, GenerateSettings
-from bananaflow.expand import ImageJob, expand, rewrite_jobs
+from bananaflow.config import ExpandSettings, GenerateSettings, StorageSettings
+from bananaflow.expand import ImageJob, ReferenceResolver, expand, rewrite_jobs
 from bananaflow.preflight import collect_specs
 
 
@@ -17,8 +17,13 @@ def expand_prompts(
     batch_file: str | None,
     settings: ExpandSettings,
     defaults: GenerateSettings,
+    storage: StorageSettings | None = None,
+    references: list[str] | None = None,
 ) -> list[ImageJob]:
-    return expand(collect_specs(prompts, batch_file), settings, defaults)
+    """``storage`` is where ``{run, job}`` references are read; ``references`` go with
+    every prompt given inline (the CLI's ``--reference``)."""
+    resolver = ReferenceResolver(storage or StorageSettings())
+    return expand(collect_specs(prompts, batch_file, references), settings, defaults, resolver)
 
 
 @task(name="rewrite_prompts", cache_policy=NO_CACHE)

@@ -143,7 +143,7 @@ class HttpBackend(ImageBackend):
         reply = await self._exchange(
             self._model_url(model, "generateContent"),
             body,
-            self._timeouts.read_s[request.image_size],
+            self._timeouts.read_for(request.image_size),
         )
         image = await self._parse(
             reply,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from typing import Literal
 
 from bananaflow.backends import generate_with_retries
 from bananaflow.chain.context import ChainContext
@@ -14,7 +15,8 @@ from bananaflow.chain.objects import object_metadata, path_for
 from bananaflow.config import Settings
 from bananaflow.errors import BackendError, InputError, Refused
 from bananaflow.expand import ImageJob
-from bananaflow.generation import BackendName, ImageRequest
+from bananaflow.expand.references import load_reference
+from bananaflow.generation import BackendName, ImageRequest, ReferenceImage
 from bananaflow.imagetype import identify
 from bananaflow.ledger import Claim
 from bananaflow.pricing import price_per_image
@@ -25,16 +27,52 @@ from bananaflow.records import (
 )
 from bananaflow.routing import RouteDecision, should_fall_back
 from bananaflow.shutdown import draining
+from bananaflow.tiers import fallback_models, may_change_model, wire_model
+
+Move = Literal["primary", "backend", "model"]
 
 
-def _to_request(job: ImageJob, model: str) -> ImageRequest:
+def _to_request(job: ImageJob, model: str, references: list[ReferenceImage]) -> ImageRequest:
     return ImageRequest(
         prompt=job.prompt,
         aspect_ratio=job.aspect_ratio,
         image_size=job.image_size,
         model=model,
         seed=job.seed,
+        reference_images=references,
     )
+
+
+def _reference_images(ctx: ChainContext, job: ImageJob) -> list[ReferenceImage]:
+    return [
+        ReferenceImage(
+            mime_type=ref.mime_type,  # type: ignore[arg-type]  # tiers.check_jobs checked it
+            data=load_reference(ref, ctx.settings.storage, job.job_id),
+        )
+        for ref in job.references
+    ]
+
+
+def _tries(
+    settings: Settings, job: ImageJob, decision: RouteDecision
+) -> list[tuple[BackendName, str, Move]]:
+    """(backend, model, how we got there) in the order they are tried.
+
+    The job's model on every backend of its route first (a backend fallback keeps the image
+    the job asked for); then each configured fallback model, on the same backends.
+    """
+    tries: list[tuple[BackendName, str, Move]] = [
+        (name, model_for(job, name, settings), "primary" if i == 0 else "backend")
+        for i, name in enumerate(decision.backends)
+    ]
+    primary_model = tries[0][1]
+    for other in fallback_models(settings, job, primary_model):
+        tries += [(name, other, "model") for name in decision.backends]
+    return tries
+
+
+def _may_move(move: Move, error: BackendError) -> bool:
+    return may_change_model(error) if move == "model" else should_fall_back(error)
 
 
 def reserve_budget(ctx: ChainContext, job: ImageJob, decision: RouteDecision) -> str | None:
@@ -106,15 +144,31 @@ async def _pay_for_master(
 ) -> MasterRef:
     settings = ctx.settings
     price = ctx.reserved.get(job.job_id, 0.0)
+    try:
+        references = await asyncio.to_thread(_reference_images, ctx, job)
+    except InputError as err:
+        _give_back(ctx, job)
+        raise JobFailed("failed", str(err), kind="InputError", routes=[]) from err
+    tries = _tries(settings, job, decision)
     routes: list[RouteAttempt] = []
-    for i, name in enumerate(decision.backends):
-        model = model_for(job, name, settings)
-        reason = decision.reason if i == 0 else f"fallback after {routes[-1].outcome}"
+    last: BackendError | None = None
+    for name, model, move in tries:
+        if last is not None and not _may_move(move, last):
+            continue
+        if move == "primary":
+            reason = decision.reason
+        elif move == "backend":
+            reason = f"fallback after {routes[-1].outcome}"
+        else:
+            reason = (
+                f"model fallback {tries[0][1]} → {model} after {routes[-1].outcome} "
+                f"(models.{tries[0][1]}.fallback)"
+            )
         retried: list[str] = []
         try:
             image = await generate_with_retries(
                 ctx.backends[name],
-                _to_request(job, model),
+                _to_request(job, wire_model(settings, model, name), references),
                 settings.generate.retry,
                 on_retry=lambda err, _n, _wait, kinds=retried: kinds.append(err.kind),
             )
@@ -122,28 +176,36 @@ async def _pay_for_master(
             routes.append(
                 RouteAttempt(
                     backend=name,
+                    model=model,
                     reason=reason,
                     outcome=err.kind,
                     attempts=getattr(err, "attempts", 1),
                     retried=retried,
                 )
             )
-            if i + 1 < len(decision.backends) and should_fall_back(err):
-                continue
-            _give_back(ctx, job)
-            status: JobStatus = "refused" if isinstance(err, Refused) else "failed"
-            raise JobFailed(status, str(err), kind=type(err).__name__, routes=routes) from err
+            last = err
+            continue
         except InputError as err:  # e.g. a Vertex-only option on a job falling back to AI Studio
             _give_back(ctx, job)
-            routes.append(RouteAttempt(backend=name, reason=reason, outcome="invalid request"))
+            routes.append(
+                RouteAttempt(backend=name, model=model, reason=reason, outcome="invalid request")
+            )
             raise JobFailed("failed", str(err), kind="InputError", routes=routes) from err
         routes.append(
             RouteAttempt(
-                backend=name, reason=reason, outcome="ok", attempts=image.attempts, retried=retried
+                backend=name,
+                model=model,
+                reason=reason,
+                outcome="ok",
+                attempts=image.attempts,
+                retried=retried,
             )
         )
+        # Another model is billed at its own price (a Pro job answered by Nano Banana 2 costs
+        # what Nano Banana 2 costs); the reservation made for the job's model is released.
+        cost = price if move != "model" else price_per_image(model, job.image_size, settings.prices)
         if job.job_id in ctx.reserved:
-            ctx.budget.commit(ctx.reserved.pop(job.job_id))
+            ctx.budget.commit(ctx.reserved.pop(job.job_id), actual=cost)
         ref = _describe(ctx, image.data, model, name).model_copy(
             update={
                 "model_version": image.model_version,
@@ -151,12 +213,16 @@ async def _pay_for_master(
                 "usage": image.usage,
                 "latency_s": image.latency_s,
                 "attempts": sum(r.attempts for r in routes),
-                "estimated_usd": price,
+                "estimated_usd": cost,
                 "routes": routes,
+                "model_fallback": reason if move == "model" else None,
             }
         )
         return await asyncio.to_thread(_keep_paid, ctx, job, key, claim, image.data, ref)
-    raise AssertionError("a route always has at least one backend")
+    assert last is not None, "a route always has at least one backend"
+    _give_back(ctx, job)
+    status: JobStatus = "refused" if isinstance(last, Refused) else "failed"
+    raise JobFailed(status, str(last), kind=type(last).__name__, routes=routes) from last
 
 
 def _describe(ctx: ChainContext, data: bytes, model: str, backend: BackendName) -> MasterRef:

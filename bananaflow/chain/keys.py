@@ -10,15 +10,13 @@ from bananaflow.config import Settings
 from bananaflow.expand import ImageJob
 from bananaflow.generation import BackendName
 from bananaflow.routing import RouteDecision
+from bananaflow.tiers import model_for
+
+__all__ = ["master_key", "model_for", "output_key", "primary_output_key"]
 
 
 def _digest(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:32]
-
-
-def model_for(job: ImageJob, backend: BackendName, settings: Settings) -> str:
-    cfg = settings.backends.aistudio if backend == "aistudio" else settings.backends.vertex
-    return job.model or cfg.model
 
 
 def master_key(job: ImageJob, backend: BackendName, model: str) -> str:

@@ -35,6 +35,8 @@ def base_row(
         variant=job.variant,
         seed=job.seed,
         presets=job.presets,
+        quality_preset=job.quality,
+        references=job.references,
         routes=[RouteAttempt(backend=decision.backends[0], reason=decision.reason)],
         started_at=started,
     )
@@ -54,6 +56,7 @@ def uploaded_row(
             "backend": master.backend,
             "model": master.model,
             "model_version": master.model_version,
+            "model_fallback": master.model_fallback,
             "routes": master.routes or row.routes,
             "attempts": 0 if master.reused else master.attempts,
             "latency_s": 0.0 if master.reused else master.latency_s,

@@ -11,17 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from bananaflow.generation import OUTPUT_TOKENS, pixel_size
+from bananaflow.generation import EXTREME_RATIOS, OUTPUT_TOKENS, STANDARD_RATIOS, pixel_size
 
 ModelKind = Literal["image", "text", "upscale"]
 Backend = Literal["aistudio", "vertex"]
 BOTH: frozenset[str] = frozenset({"aistudio", "vertex"})
 
-STANDARD_RATIOS: tuple[str, ...] = (
-    "1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9",
-)
-# Only the Nano Banana 2 family renders these; the other models reject them by name.
-EXTREME_RATIOS: tuple[str, ...] = ("1:4", "4:1", "1:8", "8:1")
+# Only the Nano Banana 2 family renders EXTREME_RATIOS; the other models reject them by name.
 ALL_RATIOS: tuple[str, ...] = STANDARD_RATIOS + EXTREME_RATIOS
 
 # Spellings the service accepts for imageSize (the probe saw lowercase accepted, billed as upper).
@@ -83,14 +79,9 @@ class ImageModel:
         return self.output_tokens.get(size) or self.output_tokens["1K"]
 
     def pixels(self, ratio: str, size: str) -> tuple[int, int]:
-        """Pixel size served; the Pro table comes from ``bananaflow.generation``."""
+        """Pixel size served: the table (and its derived sizes) of ``bananaflow.generation``."""
         if not self.sizes:
             return _FLASH25_PIXELS[ratio]
-        if ratio in EXTREME_RATIOS:
-            return _extreme_pixels(ratio, size)
-        if size == "512":
-            w, h = pixel_size(ratio, "1K")
-            return w // 2, h // 2
         return pixel_size(ratio, size)
 
 
@@ -109,15 +100,6 @@ class OtherModel:
     methods: tuple[str, ...] = ("generateContent", "countTokens")
     aliases: tuple[str, ...] = field(default=())
     launch_stage: str = "GA"
-
-
-def _extreme_pixels(ratio: str, size: str) -> tuple[int, int]:
-    """No published table: the size's area at exactly the ratio, both sides multiples of 16."""
-    a, b = (int(x) for x in ratio.split(":"))
-    scale = {"512": 0.5, "1K": 1, "2K": 2, "4K": 4}[size]
-    area = (1024 * scale) ** 2
-    k = max(1, round((area / (a * b * 256)) ** 0.5))
-    return a * 16 * k, b * 16 * k
 
 
 PRO = ImageModel(

@@ -17,6 +17,7 @@ from pydantic import (
 
 from bananaflow.errors import InputError
 from bananaflow.expand.expansion import base_prompt, short_text, spec_label
+from bananaflow.expand.references import absolute
 from bananaflow.expand.specs import LIST_FIELDS, MAX_VARIANTS, PromptSpec
 from bananaflow.generation import ASPECT_RATIOS, IMAGE_SIZES
 from bananaflow.yamlio import AliasLimitError, RatioSafeLoader
@@ -215,7 +216,12 @@ def _from_validation(err: ValidationError, item: _Item) -> InputError:
     top = str(loc[0]) if loc else None
     name = _field_name(loc) or "text/template"
     fix = ""
-    if kind == "extra_forbidden":
+    if top == "references" and len(loc) > 1:
+        # A union (path or {run, job}): pydantic's first branch ("a valid string") misleads.
+        name = _field_name(loc[:2])
+        problem = f"{short_text(value)} is not a reference"
+        fix = "write a path, a file:// or gs:// URL, or {run: <run id>, job: <job id>}"
+    elif kind == "extra_forbidden":
         problem = "unknown field"
         fix = f"remove it or use one of: {', '.join(PromptSpec.model_fields)}"
     elif kind == "literal_error":
@@ -260,6 +266,9 @@ def _to_spec(item: _Item) -> PromptSpec:
         base_prompt(spec, spec_label(spec, 0) if spec.id else "the prompt")
     except InputError as e:
         raise _relocated(e, item.locate(e.field)) from None
+    if spec.references:  # a relative path means "next to the batch file"
+        base = item.path.resolve().parent
+        spec = spec.model_copy(update={"references": [absolute(r, base) for r in spec.references]})
     return spec
 
 

@@ -8,11 +8,13 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bananaflow.config import ExpandSettings, GenerateSettings
+from bananaflow.config import ExpandSettings, GenerateSettings, QualityPreset
 from bananaflow.errors import InputError
 from bananaflow.expand.identity import compute_job_id, spec_hash
+from bananaflow.expand.references import ReferenceResolver
 from bananaflow.expand.specs import MAX_PROMPT_CHARS, ImageJob, PromptSpec
 from bananaflow.generation import is_blank_text
+from bananaflow.records import ReferenceRef
 
 
 def short_text(value: Any, limit: int = 60) -> str:
@@ -105,13 +107,50 @@ def unique(items: Iterable[Any]) -> list[Any]:
     return list(dict.fromkeys(items))
 
 
+def quality_preset(
+    defaults: GenerateSettings, name: str | None, label: str
+) -> QualityPreset | None:
+    """The preset called ``name`` (None: no preset); an unknown name lists the known ones."""
+    if name is None:
+        return None
+    preset = defaults.quality_presets.get(name)
+    if preset is None:
+        known = ", ".join(defaults.quality_presets) or "none are defined"
+        raise InputError(
+            "quality",
+            f"unknown quality {name!r} in {label}",
+            fix=f"use one of: {known} (generate.quality_presets)",
+        )
+    return preset
+
+
+def _references(
+    spec: PromptSpec, resolver: ReferenceResolver | None, label: str
+) -> list[ReferenceRef]:
+    if not spec.references:
+        return []
+    if resolver is None:
+        raise InputError(
+            "references", f"{label} has references, but this entry point cannot read them"
+        )
+    return [resolver.resolve(ref, label) for ref in spec.references]
+
+
 def expand(
-    specs: list[PromptSpec], settings: ExpandSettings, defaults: GenerateSettings
+    specs: list[PromptSpec],
+    settings: ExpandSettings,
+    defaults: GenerateSettings,
+    resolver: ReferenceResolver | None = None,
 ) -> list[ImageJob]:
     """Specs → jobs over each spec's ratios × sizes × variants, deterministic and deduplicated.
 
     Duplicate jobs (two specs that resolve to the same render) collapse to the first, because
     paying twice for one identical image is never what a batch author meant.
+
+    A quality preset (the spec's ``quality``, else ``generate.quality``) stands in for the
+    model, size and backend the spec leaves out: it is resolved here into the job, so the job
+    id, the route and the price all see the same model. References are read and hashed here
+    (``resolver``) because their hashes are part of the job id.
     """
     jobs: list[ImageJob] = []
     seen: set[str] = set()
@@ -137,8 +176,13 @@ def expand(
                 fix="shorten the prompt or use fewer presets",
             )
         spec_id = spec.id or spec_hash(spec)
+        quality = spec.quality or defaults.quality
+        preset = quality_preset(defaults, quality, label) or QualityPreset()
+        model = spec.model or preset.model
+        backend = spec.backend or preset.backend
+        references = _references(spec, resolver, label)
         ratios = unique(spec.aspect_ratios or [defaults.aspect_ratio])
-        sizes = unique(spec.image_sizes or [defaults.image_size])
+        sizes = unique(spec.image_sizes or [preset.image_size or defaults.image_size])
         for ratio in ratios:
             for size in sizes:
                 for variant in range(spec.variants):
@@ -147,8 +191,9 @@ def expand(
                         aspect_ratio=ratio,
                         image_size=size,
                         variant=variant,
-                        backend=spec.backend,
-                        model=spec.model,
+                        backend=backend,
+                        model=model,
+                        references=[r.sha256 for r in references],
                     )
                     if job_id in seen:
                         continue
@@ -163,8 +208,10 @@ def expand(
                             image_size=size,
                             variant=variant,
                             presets=unique(spec.presets),
-                            backend=spec.backend,
-                            model=spec.model,
+                            backend=backend,
+                            model=model,
+                            quality=quality,
+                            references=references,
                         )
                     )
     return jobs

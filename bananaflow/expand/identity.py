@@ -24,9 +24,15 @@ def compute_job_id(
     variant: int,
     backend: str | None,
     model: str | None,
+    references: list[str] | None = None,
 ) -> str:
-    """The identity of a render; re-runs and promotion find earlier images through it."""
-    payload = {
+    """The identity of a render; re-runs and promotion find earlier images through it.
+
+    ``references`` are the content hashes of the reference images, in order: another photo is
+    another image, the same photo from another path is the same one. Without references the
+    payload is exactly what it was before they existed, so every earlier job keeps its id.
+    """
+    payload: dict[str, Any] = {
         "prompt": prompt,
         "aspect_ratio": aspect_ratio,
         "image_size": image_size,
@@ -34,8 +40,18 @@ def compute_job_id(
         "backend": backend,
         "model": model,
     }
+    if references:
+        payload["references"] = references
     return hashlib.sha256(_canonical(payload)).hexdigest()[:16]
 
 
+# Fields added after spec ids were first hashed: left out while unset, so old ids hold.
+_LATER_FIELDS = ("quality", "references")
+
+
 def spec_hash(spec: PromptSpec) -> str:
-    return hashlib.sha256(_canonical(spec.model_dump(mode="json", exclude={"id"}))).hexdigest()[:12]
+    data = spec.model_dump(mode="json", exclude={"id"})
+    for name in _LATER_FIELDS:
+        if not data.get(name):
+            data.pop(name, None)
+    return hashlib.sha256(_canonical(data)).hexdigest()[:12]

@@ -15,10 +15,24 @@ from pydantic import (
 )
 
 from bananaflow.generation import AspectRatio, BackendName, ImageSize
+from bananaflow.records import ReferenceRef
 
 MAX_PROMPT_CHARS = 30_000  # the API's limit; ImageRequest enforces the same bound
 MAX_VARIANTS = 16
-LIST_FIELDS = ("presets", "aspect_ratios", "image_sizes")
+LIST_FIELDS = ("presets", "aspect_ratios", "image_sizes", "references")
+
+
+class RunOutput(BaseModel):
+    """A reference that is the image an earlier run made: job ``job`` of run ``run``, read from
+    this config's storage (a job id or a unique prefix of at least 6 characters)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run: str = Field(min_length=1)
+    job: str = Field(min_length=1)
+
+    def __str__(self) -> str:
+        return f"run {self.run} job {self.job}"
 
 
 class PromptSpec(BaseModel):
@@ -41,12 +55,17 @@ class PromptSpec(BaseModel):
     variants: int = Field(1, ge=1, le=MAX_VARIANTS)
     backend: BackendName | None = None
     model: str | None = None
+    quality: str | None = None
+    references: list[str | RunOutput] = Field(
+        default_factory=list,
+        description="Images sent with the prompt: paths, file:// or gs:// URLs, {run, job}.",
+    )
 
     @field_validator(*LIST_FIELDS, mode="before")
     @classmethod
     def _single_value_is_a_list(cls, v: Any) -> Any:
         # `presets: catalogue` in YAML is an obvious intent; refusing it would only annoy.
-        return [v] if isinstance(v, str) else v
+        return [v] if isinstance(v, str | Mapping) else v
 
     @field_validator("variables", mode="before")
     @classmethod
@@ -88,6 +107,8 @@ class ImageJob(BaseModel):
     backend: BackendName | None = None
     model: str | None = None
     rewritten: bool = False
+    quality: str | None = None
+    references: list[ReferenceRef] = Field(default_factory=list)
 
     @property
     def seed(self) -> int:

@@ -32,7 +32,13 @@ from bananaflow.promotion.approval import (
     field_name,
     select,
 )
-from bananaflow.promotion.planning import PromotionPlan, plan, prod_job, record_dev_lineage
+from bananaflow.promotion.planning import (
+    PromotionPlan,
+    plan,
+    prod_job,
+    prod_target,
+    record_dev_lineage,
+)
 from bananaflow.promotion.source import (
     DevRun,
     SourceRef,
@@ -64,6 +70,7 @@ __all__ = [
     "parse_source_run",
     "plan",
     "prod_job",
+    "prod_target",
     "record_dev_lineage",
     "select",
 ]

@@ -5,27 +5,48 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from bananaflow.config import GenerateSettings, QualityPreset
 from bananaflow.expand import ImageJob, compute_job_id
+from bananaflow.expand.expansion import quality_preset
 from bananaflow.generation import ImageSize
 from bananaflow.manifest import ManifestWriter
 from bananaflow.records import ManifestRow
 from bananaflow.storage import Store
 
 
-def prod_job(row: ManifestRow, image_size: ImageSize) -> ImageJob:
-    """The dev image's job as production renders it: same final prompt, prod size, no pins.
+def prod_target(
+    generate: GenerateSettings, quality: str | None, image_size: ImageSize | None
+) -> tuple[str | None, QualityPreset | None, ImageSize]:
+    """The production quality, its preset and size: an explicit size wins over the preset's,
+    the preset's over the prod config's (a draft promoted as ``final`` becomes a 2K Pro image)."""
+    name = quality or generate.quality
+    preset = quality_preset(generate, name, "the promotion")
+    size = image_size or (preset.image_size if preset else None) or generate.image_size
+    return name, preset, size
 
-    No backend or model pin: production routing and the prod config's model decide, which is
-    the point of promotion. (A per-job ``model`` set in the dev batch is not carried over: the
-    manifest records the model that answered, not whether it was pinned.)
+
+def prod_job(
+    row: ManifestRow,
+    image_size: ImageSize,
+    quality: str | None = None,
+    preset: QualityPreset | None = None,
+) -> ImageJob:
+    """The dev image's job as production renders it: same final prompt and references, prod
+    size, and only the pins of the production quality preset.
+
+    Without a preset no backend or model is pinned: production routing and the prod config's
+    model decide, which is the point of promotion. (A per-job ``model`` set in the dev batch,
+    e.g. by its draft preset, is not carried over: a draft tier is not what production ships.)
     """
+    preset = preset or QualityPreset()
     job_id = compute_job_id(
         prompt=row.prompt,
         aspect_ratio=row.aspect_ratio,
         image_size=image_size,
         variant=row.variant,
-        backend=None,
-        model=None,
+        backend=preset.backend,
+        model=preset.model,
+        references=[r.sha256 for r in row.references],
     )
     return ImageJob(
         job_id=job_id,
@@ -37,6 +58,10 @@ def prod_job(row: ManifestRow, image_size: ImageSize) -> ImageJob:
         variant=row.variant,
         presets=row.presets,
         rewritten=row.rewritten,
+        backend=preset.backend,
+        model=preset.model,
+        quality=quality,
+        references=row.references,
     )
 
 
@@ -61,12 +86,17 @@ class PromotionPlan(BaseModel):
         }
 
 
-def plan(approved: list[ManifestRow], image_size: ImageSize) -> PromotionPlan:
-    """Two dev images that differ only in dev size are one prod image: rendered once."""
+def plan(
+    approved: list[ManifestRow],
+    image_size: ImageSize,
+    quality: str | None = None,
+    preset: QualityPreset | None = None,
+) -> PromotionPlan:
+    """Two dev images that differ only in dev size (or tier) are one prod image: rendered once."""
     jobs: list[ImageJob] = []
     sources: dict[str, list[ManifestRow]] = {}
     for row in approved:
-        job = prod_job(row, image_size)
+        job = prod_job(row, image_size, quality, preset)
         if job.job_id not in sources:
             jobs.append(job)
             sources[job.job_id] = []
