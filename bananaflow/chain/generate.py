@@ -14,7 +14,7 @@ from bananaflow.chain.objects import object_metadata, path_for
 from bananaflow.config import Settings
 from bananaflow.errors import BackendError, InputError, Refused
 from bananaflow.expand import ImageJob
-from bananaflow.generation import BackendName, ImageRequest
+from bananaflow.generation import BackendName, GeneratedImage, ImageRequest
 from bananaflow.imagetype import identify
 from bananaflow.ledger import Claim
 from bananaflow.pricing import price_per_image
@@ -144,19 +144,35 @@ async def _pay_for_master(
         )
         if job.job_id in ctx.reserved:
             ctx.budget.commit(ctx.reserved.pop(job.job_id))
-        ref = _describe(ctx, image.data, model, name).model_copy(
-            update={
-                "model_version": image.model_version,
-                "response_id": image.response_id,
-                "usage": image.usage,
-                "latency_s": image.latency_s,
-                "attempts": sum(r.attempts for r in routes),
-                "estimated_usd": price,
-                "routes": routes,
-            }
+        return await asyncio.to_thread(
+            store_master, ctx, job, key, claim, image, routes=routes, price=price
         )
-        return await asyncio.to_thread(_keep_paid, ctx, job, key, claim, image.data, ref)
     raise AssertionError("a route always has at least one backend")
+
+
+def store_master(
+    ctx: ChainContext,
+    job: ImageJob,
+    key: str,
+    claim: Claim | None,
+    image: GeneratedImage,
+    *,
+    routes: list[RouteAttempt],
+    price: float,
+) -> MasterRef:
+    """A paid image becomes the job's durable master (online answer or provider batch line)."""
+    ref = _describe(ctx, image.data, image.model, image.backend).model_copy(
+        update={
+            "model_version": image.model_version,
+            "response_id": image.response_id,
+            "usage": image.usage,
+            "latency_s": image.latency_s,
+            "attempts": sum(r.attempts for r in routes),
+            "estimated_usd": price,
+            "routes": routes,
+        }
+    )
+    return _keep_paid(ctx, job, key, claim, image.data, ref)
 
 
 def _describe(ctx: ChainContext, data: bytes, model: str, backend: BackendName) -> MasterRef:
