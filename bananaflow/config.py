@@ -203,6 +203,23 @@ class RefusalSettings(_Model):
     no_image_rate: float = Field(0.0, ge=0, le=1)
 
 
+class EmulatorBatchSettings(_Model):
+    """How the emulated provider batches age (emulated seconds, scaled by ``time_scale``)."""
+
+    pending_s: float = Field(30.0, ge=0, description="A new batch waits this long, then runs.")
+    running_s: float = Field(60.0, ge=0, description="Then runs this long, then ends.")
+    expire_after_s: float = Field(172_800.0, gt=0, description="Pending/running past it: EXPIRED.")
+    file_ttl_s: float = Field(172_800.0, gt=0, description="Files API objects live 48 h.")
+    shuffle_output: bool = Field(True, description="Answer lines in an order unlike the input.")
+    max_inline_mb: float = Field(20.0, gt=0, description="Largest inline batch create body.")
+    state_dir: str | None = Field(
+        None, description="Keep files and batches here so they outlive the process (embedded)."
+    )
+    gcs_endpoint: str | None = Field(
+        None, description="GCS JSON API the emulated Vertex batches read and write (tests)."
+    )
+
+
 class EmulatorSettings(_Model):
     """The local stand-in for both Google APIs. ``embedded`` makes bananaflow start it itself."""
 
@@ -218,6 +235,7 @@ class EmulatorSettings(_Model):
     )
     refusals: RefusalSettings = Field(default_factory=RefusalSettings)
     image_cache_size: int = Field(64, ge=0, description="Rendered images kept for reuse.")
+    batch: EmulatorBatchSettings = Field(default_factory=EmulatorBatchSettings)
 
 
 # --------------------------------------------------------------------------- chain steps
@@ -423,6 +441,33 @@ def _default_prices() -> dict[str, dict[ImageSize, float]]:
     }
 
 
+class BatchSettings(_Model):
+    """Batch delivery: how the provider batch is sent, watched and given up on."""
+
+    poll_s: float = Field(30.0, gt=0, description="First wait between two status reads.")
+    max_poll_s: float = Field(300.0, gt=0, description="Waits grow to at most this.")
+    max_wait_s: float = Field(
+        90_000.0, gt=0, description="Collect gives up (cancels) a batch older than this."
+    )
+    wait: bool = Field(
+        True,
+        description=(
+            "Poll in the submitting run until the batch ends (the CLI). False: submit, leave "
+            "the jobs pending_batch and let the collector deployment finish them."
+        ),
+    )
+    inline_max_jobs: int = Field(
+        0, ge=0, description="Send up to this many jobs inline instead of as a file (0: never)."
+    )
+    vertex_staging: str | None = Field(
+        None, description="gs:// folder for Vertex batch JSONL; None: batch/ in the store."
+    )
+    fallback: Literal["none", "online"] = Field(
+        "none",
+        description="Jobs whose batch line failed, expired or was cancelled: end or go online.",
+    )
+
+
 class Settings(_Model):
     stage: Literal["dev", "prod"] = "dev"
     backends: BackendsSettings = Field(default_factory=BackendsSettings)
@@ -441,6 +486,7 @@ class Settings(_Model):
         description="Image models jobs may use: ids, sizes, ratios, reference limits, "
         "fallback; merged field by field over the shipped three.",
     )
+    batch: BatchSettings = Field(default_factory=BatchSettings)
     prices: dict[str, dict[ImageSize, NonNegative]] = Field(default_factory=_default_prices)
     delivery_prices: dict[Delivery, NonNegative] = Field(
         default_factory=_default_delivery_prices,

@@ -150,6 +150,8 @@ class Ledger:
     def _live(record: ClaimRecord | None) -> bool:
         if record is None or record.expires_at <= time.time():
             return False
+        if record.batch is not None:
+            return True  # a provider batch pays, not the process that submitted it
         return not (record.host == HOST and not _pid_alive(record.pid))
 
     def try_claim(self, key: str) -> Verdict:
@@ -198,6 +200,21 @@ class Ledger:
                 )
                 announced = True
             await asyncio.sleep(poll_s)
+
+    def attach_batch(self, claim: Claim, batch: str, ttl_s: float) -> Claim:
+        """The claim now waits on provider batch ``batch``: held (whoever submitted it dies)
+        until the batch must have ended. Only the holder rewrites its own claim."""
+        record = claim.record.model_copy(update={"batch": batch, "expires_at": time.time() + ttl_s})
+        path = f"{self._job_dir(claim.key)}/claim-{claim.number:06d}.json"
+        self.store.write_text(path, record.model_dump_json())
+        return claim.model_copy(update={"record": record})
+
+    def batch_claim(self, key: str) -> Claim | None:
+        """The live claim of ``key`` by a provider batch, which any run may collect."""
+        top, record, released = self._claims(key)
+        if record is None or record.batch is None or released or not self._live(record):
+            return None
+        return Claim(key=key, number=top, record=record)
 
     def release(self, claim: Claim) -> None:
         """The claim ended without (further) payment: the next run need not wait."""

@@ -17,7 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bananaflow.generation import AspectRatio, BackendName, ImageSize, Usage
 
-JobStatus = Literal["uploaded", "failed", "refused", "skipped_budget", "interrupted"]
+JobStatus = Literal[
+    "uploaded", "failed", "refused", "skipped_budget", "interrupted", "pending_batch"
+]
 
 
 def utcnow() -> str:
@@ -86,6 +88,7 @@ class MasterRef(StoredImage):
     model_fallback: str | None = Field(
         None, description="Why another model than the job's answered (models.<id>.fallback)."
     )
+    batch: str | None = Field(None, description="The provider batch that bought it.")
 
 
 class CompressedRef(BaseModel):
@@ -157,6 +160,7 @@ class ManifestRow(BaseModel):
         None, description="Set when a re-run found this job already finished and paid nothing."
     )
     lineage: dict[str, str] = Field(default_factory=dict)
+    batch: str | None = Field(None, description="The provider batch that bought the image.")
     started_at: str = Field(default_factory=utcnow)
     finished_at: str = Field(default_factory=utcnow)
 

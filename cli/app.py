@@ -477,5 +477,64 @@ def init(
     )
 
 
+batch_app = typer.Typer(
+    no_args_is_help=True, help="Provider batches of batch delivery: status and cancel."
+)
+app.add_typer(batch_app, name="batch")
+
+
+def _batch_call(config: str, call: Any) -> Any:
+    """Run ``call(settings)`` against the config's backends (the embedded emulator if local)."""
+    try:
+        settings = load_settings(config)
+        with embedded(settings.emulator, wanted=settings.emulator.embedded):
+            return asyncio.run(call(standin.apply(settings)))
+    except BananaflowError as err:
+        raise _fail(err) from None
+
+
+@batch_app.command("status")
+def batch_status(
+    run: Annotated[str | None, typer.Argument(help="Run id; every run when left out.")] = None,
+    config: Annotated[str, typer.Option("--config", "-c", help="local|dev|prod or a path.")] = (
+        "local"
+    ),
+) -> None:
+    """The provider batches of a run: state, jobs, expected cost, collected or not."""
+    from bananaflow.batch.control import status
+
+    records = _batch_call(config, lambda settings: status(settings, run))
+    if not records:
+        console.print("no provider batches recorded", highlight=False)
+        return
+    table = Table("batch", "run", "model", "jobs", "expected $", "state", "collected")
+    for r in records:
+        state = f"{r.state} ({r.note})" if r.note else r.state
+        table.add_row(
+            r.name,
+            r.run_id,
+            r.model,
+            str(len(r.jobs)),
+            f"{r.expected_usd:.3f}",
+            state,
+            "yes" if r.collected else "no",
+        )
+    console.print(table)
+
+
+@batch_app.command("cancel")
+def batch_cancel(
+    run: Annotated[str, typer.Argument(help="Run id whose pending batches to cancel.")],
+    config: Annotated[str, typer.Option("--config", "-c", help="local|dev|prod or a path.")] = (
+        "local"
+    ),
+) -> None:
+    """Cancel a run's pending provider batches; their jobs end at the next collection."""
+    from bananaflow.batch.control import cancel_run
+
+    names = _batch_call(config, lambda settings: cancel_run(settings, run))
+    console.print(f"cancelled {len(names)} batch(es): {', '.join(names) or '-'}", highlight=False)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -9,11 +9,12 @@ run; this flow only reads the config.
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
-from prefect.runtime import flow_run
+from prefect.runtime import deployment, flow_run
 
 from bananaflow import standin
+from bananaflow.batch.deliver import deliver
 from bananaflow.chain import open_context
-from bananaflow.config import load_settings
+from bananaflow.config import Settings, load_settings
 from bananaflow.errors import InputError
 from bananaflow.memory import return_large_buffers_to_os
 from bananaflow.parameters import GenerateParameters
@@ -21,6 +22,7 @@ from bananaflow.preflight import check_prices
 from bananaflow.records import RunSummary
 from bananaflow.render import render_all
 from bananaflow.runid import new_run_id
+from bananaflow.tasks.batch import publish_pending_batches
 from bananaflow.tasks.chain import CHAIN
 from bananaflow.tasks.expand import expand_prompts, rewrite_prompts
 from bananaflow.tasks.limits import global_limiters
@@ -55,7 +57,13 @@ async def generate_images(params: GenerateParameters | None = None) -> RunSummar
     try:
         if settings.expand.rewrite:
             jobs = await rewrite_prompts(jobs, ctx.backends[decisions[0].backends[0]])
-        rows = await render_all(ctx, jobs, decisions, CHAIN, ProgressArtifact(len(jobs)))
+        if settings.generate.delivery == "batch":
+            rows = await deliver(
+                ctx, jobs, decisions, CHAIN, ProgressArtifact(len(jobs)), wait=_waits(settings)
+            )
+            await publish_pending_batches(settings, run_id)
+        else:
+            rows = await render_all(ctx, jobs, decisions, CHAIN, ProgressArtifact(len(jobs)))
         summary = await publish_report(ctx, rows)
     finally:
         await ctx.aclose()
@@ -67,3 +75,10 @@ async def generate_images(params: GenerateParameters | None = None) -> RunSummar
         summary.manifest_uri,
     )
     return summary
+
+
+def _waits(settings: Settings) -> bool:
+    """Batch delivery: the CLI waits for the batch (a person is watching); a deployment run
+    submits and ends, and the collect-batches deployment finishes its jobs: no worker is
+    held for the hours a provider batch may take."""
+    return settings.batch.wait and deployment.id is None

@@ -86,6 +86,7 @@ def test_every_deployment_loads_its_flow_and_its_parameters_validate() -> None:
         "generate-chunk",
         "promote",
         "compare",
+        "collect-batches",
     ]
     for d in doc["deployments"]:
         assert d["work_pool"]["name"] == DEFAULT_POOL, d["name"]

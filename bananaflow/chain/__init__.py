@@ -26,7 +26,7 @@ from bananaflow.chain.context import (
 )
 from bananaflow.chain.derive import compress_master, upload_derivative, upscale_master
 from bananaflow.chain.failure import JobFailed
-from bananaflow.chain.generate import generate_master, reserve_budget
+from bananaflow.chain.generate import generate_master, reserve_budget, store_master
 from bananaflow.chain.keys import master_key, model_for, output_key, primary_output_key
 from bananaflow.chain.rows import base_row, failed_row, reused_row, uploaded_row
 
@@ -47,6 +47,7 @@ __all__ = [
     "primary_output_key",
     "reserve_budget",
     "reused_row",
+    "store_master",
     "upload_derivative",
     "uploaded_row",
     "upscale_master",

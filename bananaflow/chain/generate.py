@@ -16,7 +16,7 @@ from bananaflow.config import Settings
 from bananaflow.errors import BackendError, InputError, Refused
 from bananaflow.expand import ImageJob
 from bananaflow.expand.references import load_reference
-from bananaflow.generation import BackendName, ImageRequest, ReferenceImage
+from bananaflow.generation import BackendName, GeneratedImage, ImageRequest, ReferenceImage
 from bananaflow.imagetype import identify
 from bananaflow.ledger import Claim
 from bananaflow.pricing import price_per_image
@@ -206,23 +206,48 @@ async def _pay_for_master(
         cost = price if move != "model" else price_per_image(model, job.image_size, settings.prices)
         if job.job_id in ctx.reserved:
             ctx.budget.commit(ctx.reserved.pop(job.job_id), actual=cost)
-        ref = _describe(ctx, image.data, model, name).model_copy(
-            update={
-                "model_version": image.model_version,
-                "response_id": image.response_id,
-                "usage": image.usage,
-                "latency_s": image.latency_s,
-                "attempts": sum(r.attempts for r in routes),
-                "estimated_usd": cost,
-                "routes": routes,
-                "model_fallback": reason if move == "model" else None,
-            }
+        return await asyncio.to_thread(
+            store_master,
+            ctx,
+            job,
+            key,
+            claim,
+            image,
+            routes=routes,
+            price=cost,
+            model_fallback=reason if move == "model" else None,
         )
-        return await asyncio.to_thread(_keep_paid, ctx, job, key, claim, image.data, ref)
     assert last is not None, "a route always has at least one backend"
     _give_back(ctx, job)
     status: JobStatus = "refused" if isinstance(last, Refused) else "failed"
     raise JobFailed(status, str(last), kind=type(last).__name__, routes=routes) from last
+
+
+def store_master(
+    ctx: ChainContext,
+    job: ImageJob,
+    key: str,
+    claim: Claim | None,
+    image: GeneratedImage,
+    *,
+    routes: list[RouteAttempt],
+    price: float,
+    model_fallback: str | None = None,
+) -> MasterRef:
+    """A paid image becomes the job's durable master (online answer or provider batch line)."""
+    ref = _describe(ctx, image.data, image.model, image.backend).model_copy(
+        update={
+            "model_version": image.model_version,
+            "response_id": image.response_id,
+            "usage": image.usage,
+            "latency_s": image.latency_s,
+            "attempts": sum(r.attempts for r in routes),
+            "estimated_usd": price,
+            "routes": routes,
+            "model_fallback": model_fallback,
+        }
+    )
+    return _keep_paid(ctx, job, key, claim, image.data, ref)
 
 
 def _describe(ctx: ChainContext, data: bytes, model: str, backend: BackendName) -> MasterRef:

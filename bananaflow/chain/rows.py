@@ -74,6 +74,7 @@ def uploaded_row(
             "master_path": master.path,
             "thumbnail_paths": [ctx.store.relative(t) or "" for t in thumbs],
             "upscale_method": master.upscale_method,
+            "batch": master.batch,
             "format": ctx.settings.compress.format,
             "quality": compressed.quality,
             "finished_at": utcnow(),

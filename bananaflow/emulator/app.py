@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bananaflow.config import EmulatorSettings
-from bananaflow.emulator import control_api
+from bananaflow.emulator import batches, control_api, files_api, vertex_batch
 from bananaflow.emulator import messages as msg
 from bananaflow.emulator.pipeline import api_endpoint, error_response
 from bananaflow.emulator.state import EmulatorState
@@ -60,9 +60,27 @@ def create_app(settings: EmulatorSettings) -> Starlette:
             return error_response(msg.method_not_allowed(tuple(sorted(methods - {"HEAD"}))))
         return await api_endpoint(request)
 
+    # The asynchronous APIs (Files, Gemini Batch, Vertex batch prediction); a path param also
+    # takes ":verb" suffixes.
+    jobs = "/{version}/projects/{project}/locations/{location}/batchPredictionJobs"
+    asynchronous = [
+        Route("/upload/{version}/files", files_api.upload, methods=["POST"]),
+        Route("/{version}/files", files_api.list_files, methods=["GET"]),
+        Route("/{version}/files/{fid}", files_api.file_item, methods=["GET", "DELETE"]),
+        Route("/download/{version}/files/{fid}", files_api.download, methods=["GET"]),
+        Route("/{version}/models/{model}:batchGenerateContent", batches.create, methods=["POST"]),
+        Route("/{version}/batches", batches.list_batches, methods=["GET"]),
+        Route("/{version}/batches/{bid}", batches.batch_item, methods=["GET", "POST", "DELETE"]),
+        Route(jobs, vertex_batch.collection, methods=["GET", "POST"]),
+        Route(f"{jobs}/{{jid}}", vertex_batch.item, methods=["GET", "POST", "DELETE"]),
+    ]
     # Google's "models/{m}:generateContent" colon form defeats Starlette's path params, so
     # one catch-all hands every other request to the pipeline's own parser.
-    routes = [*fixed, Route("/{rest:path}", api_or_wrong_method, methods=ALL_METHODS)]
+    routes = [
+        *fixed,
+        *asynchronous,
+        Route("/{rest:path}", api_or_wrong_method, methods=ALL_METHODS),
+    ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     app.state.emulator = EmulatorState(settings)
     return app

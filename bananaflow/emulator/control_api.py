@@ -20,7 +20,15 @@ from bananaflow.emulator.state import EmulatorState
 
 PREFIX = "/_emulator"
 FAULT_BACKENDS = (None, "aistudio", "vertex", "auth")
-FAULT_OPERATIONS = (None, "generateContent", "streamGenerateContent", "predict", "token")
+FAULT_OPERATIONS = (
+    None,
+    "generateContent",
+    "streamGenerateContent",
+    "predict",
+    "token",
+    "batchGenerateContent",
+    "batchPredictionJobs",
+)
 
 
 def _state(request: Request) -> EmulatorState:

@@ -11,7 +11,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-RequestKind = Literal["image", "text", "upscale", "token", "auth"]
+RequestKind = Literal["image", "text", "upscale", "token", "auth", "batch"]
 
 # Faults any API call can suffer.
 GENERIC = frozenset(
@@ -26,7 +26,10 @@ IMAGE_BODY = frozenset({"bad_base64", "lying_mime"})
 GENERATION = frozenset({"no_image", "image_safety", "no_image_refusal", "prompt_blocked"})
 TOKEN = frozenset({"token_error"})
 AUTH = frozenset({"token_expired"})
-ALL_FAULTS = GENERIC | IMAGE_BODY | GENERATION | TOKEN | AUTH
+# Faults of a whole provider batch, taken when it is created: it ends EXPIRED or FAILED, or
+# ``params.lines`` of its lines answer with an error or are left out of the output.
+BATCH = frozenset({"batch_expired", "batch_failed", "batch_line_error", "batch_line_missing"})
+ALL_FAULTS = GENERIC | IMAGE_BODY | GENERATION | TOKEN | AUTH | BATCH
 
 APPLICABLE: dict[str, frozenset[str]] = {
     "image": GENERIC | IMAGE_BODY | GENERATION,
@@ -34,6 +37,7 @@ APPLICABLE: dict[str, frozenset[str]] = {
     "upscale": GENERIC | IMAGE_BODY,
     "token": TOKEN,
     "auth": AUTH,
+    "batch": BATCH,
 }
 
 BAD_BASE64 = "!!! not base64: the emulator's bad_base64 fault !!!"

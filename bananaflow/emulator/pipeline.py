@@ -137,6 +137,7 @@ class Ctx:
     stream: bool
     sse: bool
     holds_slot: bool = False
+    batch_line: bool = False  # a line of a provider batch: no online quota, no own latency
 
     @property
     def settings(self) -> EmulatorSettings:
@@ -424,7 +425,7 @@ def _traffic_type(ctx: Ctx, requested: str | None) -> str:
 def _admit(ctx: Ctx) -> None:
     """Take a quota slot or answer 429 the way this backend does."""
     quota = ctx.state.quotas.get(ctx.route.backend)
-    if quota is None:
+    if quota is None or ctx.batch_line:
         return
     rejection = quota.admit()
     if rejection is None:
@@ -527,7 +528,7 @@ async def _take_fault(ctx: Ctx, kind: flt.RequestKind) -> flt.ForcedFault | None
 
 
 def _latency(ctx: Ctx, size: str, factor: float = 1.0) -> float:
-    if ctx.scale <= 0:
+    if ctx.scale <= 0 or ctx.batch_line:
         return 0.0
     table: dict[str, tuple[float, float]] = dict(ctx.profile.latency_s)
     bounds = table.get(size) or table.get("1K")
@@ -655,6 +656,17 @@ def _meta(ctx: Ctx, req: GenerateRequest, thoughts: int, traffic: str) -> resp.M
 
 
 async def _generate_image(ctx: Ctx, req: GenerateRequest) -> Response:
+    return await _respond(ctx, *await image_answer(ctx, req))
+
+
+async def image_answer(
+    ctx: Ctx, req: GenerateRequest
+) -> tuple[dict[str, Any], flt.ForcedFault | None, str, str]:
+    """The answer body of one image call, its forced fault, outcome and tier.
+
+    Provider batches answer each of their lines through here too, so a batch line gets the
+    same validation, refusals, faults and pixels as a generateContent call.
+    """
     entry = ctx.call.entry
     entry.update(prompt=req.prompt, aspect_ratio=req.aspect_ratio, image_size=req.image_size)
     if req.seed is not None:
@@ -682,15 +694,14 @@ async def _generate_image(ctx: Ctx, req: GenerateRequest) -> Response:
     blocked = refusal == "PROMPT_BLOCKED"  # blocked before the model runs: no thoughts
     meta = _meta(ctx, req, 0 if blocked else _thoughts(ctx.route.model, req.prompt), traffic)
     if blocked:  # ... and no latency
-        body = resp.refusal_body(meta, "PROMPT_BLOCKED")
-        return await _respond(ctx, body, forced, "refused", tier)
+        return resp.refusal_body(meta, "PROMPT_BLOCKED"), forced, "refused", tier
     latency = _latency(ctx, req.image_size)
     if refusal is not None:
         await _sleep(latency)
-        return await _respond(ctx, resp.refusal_body(meta, refusal), forced, "refused", tier)
+        return resp.refusal_body(meta, refusal), forced, "refused", tier
     if forced is not None and forced.fault == "no_image":
         await _sleep(latency)
-        return await _respond(ctx, resp.no_image_text_body(meta, seed), forced, tier=tier)
+        return resp.no_image_text_body(meta, seed), forced, "ok", tier
     spec = _image_spec(ctx, req)
     renderer = functools.partial(render, references=req.references)
     specs = [spec]
@@ -725,7 +736,7 @@ async def _generate_image(ctx: Ctx, req: GenerateRequest) -> Response:
         seed=seed,
         thought_images=thought_images,
     )
-    return await _respond(ctx, body, forced, tier=tier)
+    return body, forced, "ok", tier
 
 
 async def _generate_text(ctx: Ctx, req: GenerateRequest) -> Response:

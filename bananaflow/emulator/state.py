@@ -14,6 +14,7 @@ from typing import Any
 
 from bananaflow.config import EmulatorSettings
 from bananaflow.emulator.auth import TokenStore
+from bananaflow.emulator.batchstate import AsyncStore
 from bananaflow.emulator.faults import ALL_FAULTS, FaultQueue
 from bananaflow.emulator.imagegen import RenderCache
 from bananaflow.emulator.quota import BackendQuota
@@ -54,6 +55,7 @@ class EmulatorState:
         self.rng = random.Random(settings.seed)
         self.tokens = TokenStore()
         self.faults = FaultQueue()
+        self.asyncs = AsyncStore.load(settings.batch.state_dir)  # Files API, provider batches
         self.cache = RenderCache(settings.image_cache_size)
         # The Pro model's small interim "thought" images, kept apart from the final images.
         self.draft_cache = RenderCache(settings.image_cache_size)
@@ -82,6 +84,7 @@ class EmulatorState:
         server would.
         """
         self.faults.clear()
+        self.asyncs.creates = 0
         for q in self.quotas.values():
             q.reset()
         self.rng = random.Random(self.settings.seed)
@@ -160,6 +163,7 @@ class EmulatorState:
             "images_rendered": self.cache.renders - self.renders_at_reset,
             "image_cache_hits": self.cache.hits - self.hits_at_reset,
             "quota_active": {b: q.active for b, q in self.quotas.items()},
+            "batches_created": self.asyncs.creates,
         }
 
     def requests(self) -> list[dict[str, Any]]:
