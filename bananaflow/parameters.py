@@ -22,8 +22,9 @@ RatioChoice = Literal[
 ]
 FormatChoice = Literal["from config", "jpeg", "webp", "avif", "png"]
 Switch = Literal["from config", "on", "off"]
+DeliveryChoice = Literal["from config", "online", "flex", "priority", "batch"]
 
-_CHOICES = ("stage", "backend", "image_size", "aspect_ratio", "format", "upscale")
+_CHOICES = ("stage", "backend", "delivery", "image_size", "aspect_ratio", "format", "upscale")
 
 
 def _keep_field_order(schema: dict[str, Any]) -> None:
@@ -58,6 +59,14 @@ class GenerateParameters(FormParameters):
     backend: BackendChoice = Field(
         FROM_CONFIG, description="Force one backend for every job (no fallback to the other)."
     )
+    delivery: DeliveryChoice = Field(
+        FROM_CONFIG,
+        description=(
+            "How images are bought, unless a prompt names its own: online (list price), flex "
+            "(half price, slow, may fall back to online), priority (~1.8x, fastest), batch "
+            "(half price, hours)."
+        ),
+    )
     image_size: SizeChoice = Field(FROM_CONFIG, description="Output size of every job.")
     aspect_ratio: RatioChoice = Field(FROM_CONFIG, description="Aspect ratio of every job.")
     format: FormatChoice = Field(FROM_CONFIG, description="Published file format.")
@@ -86,3 +95,7 @@ class GenerateParameters(FormParameters):
 
     def forced_backend(self) -> str | None:
         return chosen(self.backend)
+
+    def forced_delivery(self) -> str | None:
+        """The run's delivery override: below a prompt's own, above ``generate.delivery``."""
+        return chosen(self.delivery)

@@ -13,8 +13,8 @@ from bananaflow.backends import create_backend
 from bananaflow.chain import check_upload_names, model_for
 from bananaflow.config import Settings
 from bananaflow.expand import ImageJob, PromptSpec, expand, load_batch
-from bananaflow.generation import BackendName
-from bananaflow.pricing import price_per_image
+from bananaflow.generation import BackendName, Delivery
+from bananaflow.pricing import price_for
 from bananaflow.routing import RouteDecision, route
 from bananaflow.storage import Store
 
@@ -32,17 +32,32 @@ def plan_jobs(
     prompts: list[str],
     batch_file: str | None,
     override: BackendName | None = None,
+    delivery_override: Delivery | None = None,
 ) -> tuple[list[ImageJob], list[RouteDecision]]:
     jobs = expand(collect_specs(prompts, batch_file), settings.expand, settings.generate)
-    decisions = [route(job, settings.stage, settings.route, override) for job in jobs]
+    decisions = [
+        route(
+            job,
+            settings.stage,
+            settings.route,
+            override,
+            delivery=settings.generate.delivery,
+            delivery_override=delivery_override,
+        )
+        for job in jobs
+    ]
     return jobs, decisions
 
 
 def check_prices(settings: Settings, jobs: list[ImageJob], decisions: list[RouteDecision]) -> None:
-    """An unpriced model or size is a config error now, not N failed rows later."""
+    """An unpriced model, size or delivery is a config error now, not N failed rows later."""
     for job, decision in zip(jobs, decisions, strict=True):
+        deliveries = [decision.delivery.delivery]
+        if decision.delivery.fallback is not None:
+            deliveries.append(decision.delivery.fallback)
         for name in decision.backends:
-            price_per_image(model_for(job, name, settings), job.image_size, settings.prices)
+            for delivery in deliveries:
+                price_for(settings, model_for(job, name, settings), job.image_size, delivery)
 
 
 def preflight(
@@ -50,9 +65,10 @@ def preflight(
     prompts: list[str],
     batch_file: str | None,
     override: BackendName | None = None,
+    delivery_override: Delivery | None = None,
 ) -> list[ImageJob]:
     """Raise the first problem as a readable error; return the planned jobs when all is well."""
-    jobs, decisions = plan_jobs(settings, prompts, batch_file, override)
+    jobs, decisions = plan_jobs(settings, prompts, batch_file, override, delivery_override)
     check_upload_names(settings)  # names are otherwise first built after the image is paid for
     check_prices(settings, jobs, decisions)
     Store(settings.storage.url, settings.storage.options).check_writable()

@@ -38,7 +38,14 @@ async def generate_images(params: GenerateParameters | None = None) -> RunSummar
     )
     if not jobs:
         raise InputError("prompts", "nothing to generate", fix="give prompts or a batch_file")
-    decisions = route_jobs(jobs, settings.stage, settings.route, params.forced_backend())
+    decisions = route_jobs(
+        jobs,
+        settings.stage,
+        settings.route,
+        params.forced_backend(),
+        settings.generate.delivery,
+        params.forced_delivery(),
+    )
     ctx = open_context(
         settings,
         run_id,

@@ -1,23 +1,24 @@
-"""The master of a job: from the ledger, the spool, or one paid generation under a claim.
-"""
+"""The master of a job: from the ledger, the spool, or one paid generation under a claim."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+from dataclasses import dataclass
 
 from bananaflow.backends import generate_with_retries
-from bananaflow.chain.context import ChainContext
+from bananaflow.chain.context import ChainContext, claim_ttl_s
 from bananaflow.chain.failure import JobFailed
 from bananaflow.chain.keys import master_key, model_for
 from bananaflow.chain.objects import object_metadata, path_for
 from bananaflow.config import Settings
-from bananaflow.errors import BackendError, InputError, Refused
+from bananaflow.delivery import billed_delivery, is_shed, retry_policy
+from bananaflow.errors import BackendError, InputError, Refused, Shed
 from bananaflow.expand import ImageJob
-from bananaflow.generation import BackendName, ImageRequest
+from bananaflow.generation import BackendName, GeneratedImage, ImageRequest, SyncDelivery
 from bananaflow.imagetype import identify
 from bananaflow.ledger import Claim
-from bananaflow.pricing import price_per_image
+from bananaflow.pricing import price_for
 from bananaflow.records import (
     JobStatus,
     MasterRef,
@@ -27,13 +28,14 @@ from bananaflow.routing import RouteDecision, should_fall_back
 from bananaflow.shutdown import draining
 
 
-def _to_request(job: ImageJob, model: str) -> ImageRequest:
+def _to_request(job: ImageJob, model: str, delivery: SyncDelivery) -> ImageRequest:
     return ImageRequest(
         prompt=job.prompt,
         aspect_ratio=job.aspect_ratio,
         image_size=job.image_size,
         model=model,
         seed=job.seed,
+        delivery=delivery,
     )
 
 
@@ -47,7 +49,7 @@ def reserve_budget(ctx: ChainContext, job: ImageJob, decision: RouteDecision) ->
     model = model_for(job, primary, ctx.settings)
     if ctx.reuse and ctx.ledger.paid(master_key(job, primary, model)) is not None:
         return None
-    price = price_per_image(model, job.image_size, ctx.settings.prices)
+    price = price_for(ctx.settings, model, job.image_size, decision.delivery.delivery)
     if not ctx.budget.try_reserve(price):
         cap = ctx.settings.budget.max_usd
         why = (
@@ -77,7 +79,8 @@ async def generate_master(ctx: ChainContext, job: ImageJob, decision: RouteDecis
     key = master_key(job, primary, model_for(job, primary, ctx.settings))
     claim: Claim | None = None
     if ctx.reuse:
-        verdict = await ctx.ledger.acquire(key, poll_s=_poll_s(ctx.settings))
+        ttl_s = claim_ttl_s(ctx.settings, decision.delivery.delivery)
+        verdict = await ctx.ledger.acquire(key, poll_s=_poll_s(ctx.settings), ttl_s=ttl_s)
         if verdict.master is not None:
             _give_back(ctx, job)
             return verdict.master.model_copy(update={"reused": True})
@@ -105,58 +108,177 @@ async def _pay_for_master(
     ctx: ChainContext, job: ImageJob, decision: RouteDecision, key: str, claim: Claim | None
 ) -> MasterRef:
     settings = ctx.settings
-    price = ctx.reserved.get(job.job_id, 0.0)
+    decided = decision.delivery.delivery
+    if decided == "batch":  # bought by the batch delivery (routing.partition_by_delivery)
+        _give_back(ctx, job)
+        raise JobFailed(
+            "failed",
+            "delivery batch is bought through the Batch API / batch prediction, not one "
+            "generateContent call each; this run only buys online, flex and priority",
+            kind="WrongDelivery",
+            routes=[],
+        )
     routes: list[RouteAttempt] = []
     for i, name in enumerate(decision.backends):
         model = model_for(job, name, settings)
         reason = decision.reason if i == 0 else f"fallback after {routes[-1].outcome}"
-        retried: list[str] = []
-        try:
-            image = await generate_with_retries(
-                ctx.backends[name],
-                _to_request(job, model),
-                settings.generate.retry,
-                on_retry=lambda err, _n, _wait, kinds=retried: kinds.append(err.kind),
-            )
-        except BackendError as err:
+        delivery: SyncDelivery = decided
+        fell_back: str | None = None
+        while True:
+            retried: list[str] = []
+            try:
+                image = await _generate(ctx, job, decision, name, model, delivery, retried)
+            except Shed as err:
+                routes.append(
+                    RouteAttempt(
+                        backend=name,
+                        reason=reason,
+                        delivery=delivery,
+                        outcome=err.kind,
+                        attempts=getattr(err, "attempts", 1),
+                        retried=retried,
+                    )
+                )
+                instead = decision.delivery.fallback
+                assert instead is not None  # _generate only sheds with a fallback to go to
+                fell_back = (
+                    f"{delivery} shed by {name} (HTTP {err.status}) → {instead} "
+                    f"(route.delivery_fallback.{delivery})"
+                )
+                price = price_for(settings, model, job.image_size, instead)
+                _hold_more(ctx, job, price, instead, routes)
+                delivery, reason = instead, fell_back
+                continue
+            except BackendError as err:
+                routes.append(
+                    RouteAttempt(
+                        backend=name,
+                        reason=reason,
+                        delivery=delivery,
+                        outcome=err.kind,
+                        attempts=getattr(err, "attempts", 1),
+                        retried=retried,
+                    )
+                )
+                if i + 1 < len(decision.backends) and should_fall_back(err):
+                    break
+                _give_back(ctx, job)
+                status: JobStatus = "refused" if isinstance(err, Refused) else "failed"
+                raise JobFailed(status, str(err), kind=type(err).__name__, routes=routes) from err
+            except InputError as err:  # e.g. a Vertex-only option on a job falling back
+                _give_back(ctx, job)
+                routes.append(
+                    RouteAttempt(
+                        backend=name, reason=reason, delivery=delivery, outcome="invalid request"
+                    )
+                )
+                raise JobFailed("failed", str(err), kind="InputError", routes=routes) from err
             routes.append(
                 RouteAttempt(
                     backend=name,
                     reason=reason,
-                    outcome=err.kind,
-                    attempts=getattr(err, "attempts", 1),
+                    delivery=delivery,
+                    outcome="ok",
+                    attempts=image.attempts,
                     retried=retried,
                 )
             )
-            if i + 1 < len(decision.backends) and should_fall_back(err):
-                continue
-            _give_back(ctx, job)
-            status: JobStatus = "refused" if isinstance(err, Refused) else "failed"
-            raise JobFailed(status, str(err), kind=type(err).__name__, routes=routes) from err
-        except InputError as err:  # e.g. a Vertex-only option on a job falling back to AI Studio
-            _give_back(ctx, job)
-            routes.append(RouteAttempt(backend=name, reason=reason, outcome="invalid request"))
-            raise JobFailed("failed", str(err), kind="InputError", routes=routes) from err
-        routes.append(
-            RouteAttempt(
-                backend=name, reason=reason, outcome="ok", attempts=image.attempts, retried=retried
-            )
-        )
-        if job.job_id in ctx.reserved:
-            ctx.budget.commit(ctx.reserved.pop(job.job_id))
-        ref = _describe(ctx, image.data, model, name).model_copy(
-            update={
-                "model_version": image.model_version,
-                "response_id": image.response_id,
-                "usage": image.usage,
-                "latency_s": image.latency_s,
-                "attempts": sum(r.attempts for r in routes),
-                "estimated_usd": price,
-                "routes": routes,
-            }
-        )
-        return await asyncio.to_thread(_keep_paid, ctx, job, key, claim, image.data, ref)
+            bought = _Purchase(image, model, name, delivery, fell_back)
+            return await _paid(ctx, job, key, claim, bought, routes)
     raise AssertionError("a route always has at least one backend")
+
+
+async def _generate(
+    ctx: ChainContext,
+    job: ImageJob,
+    decision: RouteDecision,
+    name: BackendName,
+    model: str,
+    delivery: SyncDelivery,
+    retried: list[str],
+) -> GeneratedImage:
+    """One backend, one delivery, under its retry policy; a shed call with somewhere to fall
+    back to ends at once as :class:`Shed` instead of being retried."""
+    settings = ctx.settings
+    fallback = decision.delivery.fallback if delivery == decision.delivery.delivery else None
+    return await generate_with_retries(
+        ctx.backends[name],
+        _to_request(job, model, delivery),
+        retry_policy(settings.generate.retry, delivery),
+        on_retry=lambda err, _n, _wait: retried.append(err.kind),
+        shed=lambda err: fallback is not None and is_shed(err, delivery, settings.route),
+    )
+
+
+def _hold_more(
+    ctx: ChainContext,
+    job: ImageJob,
+    price: float,
+    instead: SyncDelivery,
+    routes: list[RouteAttempt],
+) -> None:
+    """Raise the job's budget hold to ``price`` before buying it the dearer way, or stop."""
+    held = ctx.reserved.get(job.job_id, 0.0)
+    extra = max(0.0, price - held)
+    if extra and not ctx.budget.try_reserve(extra):
+        _give_back(ctx, job)
+        raise JobFailed(
+            "skipped_budget",
+            f"{routes[-1].delivery} was shed and buying it {instead} at {price:.4f} USD would pass "
+            f"budget.max_usd {ctx.settings.budget.max_usd}; job not bought",
+            kind="budget",
+            routes=routes,
+        )
+    ctx.reserved[job.job_id] = held + extra
+
+
+@dataclass(frozen=True)
+class _Purchase:
+    """One image bought: by which backend, model and delivery, and why not as decided."""
+
+    image: GeneratedImage
+    model: str
+    backend: BackendName
+    delivery: SyncDelivery
+    fell_back: str | None
+
+
+async def _paid(
+    ctx: ChainContext,
+    job: ImageJob,
+    key: str,
+    claim: Claim | None,
+    bought: _Purchase,
+    routes: list[RouteAttempt],
+) -> MasterRef:
+    """Charge the tier Google says it served (a downgraded priority call costs standard),
+    then make the paid bytes durable."""
+    image, model, name, asked = bought.image, bought.model, bought.backend, bought.delivery
+    fell_back = bought.fell_back
+    billed = billed_delivery(asked, image.service_tier)
+    cost = price_for(ctx.settings, model, job.image_size, billed)
+    note = fell_back
+    if billed != asked:
+        downgrade = f"{asked} served as {image.service_tier} by {name}; billed as {billed}"
+        note = f"{note}; {downgrade}" if note else downgrade
+    held = ctx.reserved.pop(job.job_id, None)
+    if held is not None:
+        ctx.budget.commit(held, actual=cost)
+    ref = _describe(ctx, image.data, model, name).model_copy(
+        update={
+            "model_version": image.model_version,
+            "response_id": image.response_id,
+            "usage": image.usage,
+            "latency_s": image.latency_s,
+            "attempts": sum(r.attempts for r in routes),
+            "estimated_usd": cost,
+            "routes": routes,
+            "billed_delivery": billed,
+            "service_tier": image.service_tier,
+            "delivery_fallback": note,
+        }
+    )
+    return await asyncio.to_thread(_keep_paid, ctx, job, key, claim, image.data, ref)
 
 
 def _describe(ctx: ChainContext, data: bytes, model: str, backend: BackendName) -> MasterRef:

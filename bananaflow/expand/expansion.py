@@ -165,6 +165,7 @@ def expand(
                             presets=unique(spec.presets),
                             backend=spec.backend,
                             model=spec.model,
+                            delivery=spec.delivery,
                         )
                     )
     return jobs

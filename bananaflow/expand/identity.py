@@ -37,5 +37,10 @@ def compute_job_id(
     return hashlib.sha256(_canonical(payload)).hexdigest()[:16]
 
 
+# How an image is bought is not what it is: the same image at another price keeps its name.
+_NOT_IDENTITY = {"id", "delivery"}
+
+
 def spec_hash(spec: PromptSpec) -> str:
-    return hashlib.sha256(_canonical(spec.model_dump(mode="json", exclude={"id"}))).hexdigest()[:12]
+    data = spec.model_dump(mode="json", exclude=_NOT_IDENTITY)
+    return hashlib.sha256(_canonical(data)).hexdigest()[:12]

@@ -14,7 +14,7 @@ from pydantic import (
     model_validator,
 )
 
-from bananaflow.generation import AspectRatio, BackendName, ImageSize
+from bananaflow.generation import AspectRatio, BackendName, Delivery, ImageSize
 
 MAX_PROMPT_CHARS = 30_000  # the API's limit; ImageRequest enforces the same bound
 MAX_VARIANTS = 16
@@ -41,6 +41,9 @@ class PromptSpec(BaseModel):
     variants: int = Field(1, ge=1, le=MAX_VARIANTS)
     backend: BackendName | None = None
     model: str | None = None
+    delivery: Delivery | None = Field(
+        None, description="How to buy these images; None takes the run's or the config's."
+    )
 
     @field_validator(*LIST_FIELDS, mode="before")
     @classmethod
@@ -87,6 +90,9 @@ class ImageJob(BaseModel):
     presets: list[str] = Field(default_factory=list)
     backend: BackendName | None = None
     model: str | None = None
+    delivery: Delivery | None = Field(
+        None, description="The spec's delivery, if it named one; not part of the job id."
+    )
     rewritten: bool = False
 
     @property
