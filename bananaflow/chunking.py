@@ -16,7 +16,7 @@ from bananaflow.errors import BananaflowError
 from bananaflow.expand import ImageJob
 from bananaflow.generation import BackendName
 from bananaflow.manifest import read_manifest, run_ids
-from bananaflow.pricing import price_per_image
+from bananaflow.pricing import price_for
 from bananaflow.records import ManifestRow, utcnow
 from bananaflow.routing import RouteDecision
 from bananaflow.storage import Store
@@ -80,7 +80,9 @@ def split(
     prices = [
         sum(
             round(
-                price_per_image(model_for(j, d.primary, settings), j.image_size, settings.prices)
+                price_for(
+                    settings, model_for(j, d.primary, settings), j.image_size, d.delivery.delivery
+                )
                 * MICRO_USD
             )
             for j, d in zip(c.jobs, c.decisions, strict=True)

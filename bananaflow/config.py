@@ -40,6 +40,7 @@ from bananaflow.generation import (
     Delivery,
     ImageSize,
     ReferenceMime,
+    SyncDelivery,
 )
 from bananaflow.yamlio import AliasLimitError, load_yaml
 
@@ -73,6 +74,13 @@ class RetrySettings(_Model):
     max_delay_s: float = Field(60.0, gt=0)
     max_attempts: int = Field(6, ge=1, le=50)
     deadline_s: float = Field(600.0, gt=0, description="Overall time budget for one image.")
+    delivery_deadline_s: dict[Delivery, Positive] = Field(
+        default_factory=lambda: {"flex": 3600.0},
+        description=(
+            "deadline_s for one image bought by this delivery; flex answers take up to 15 min "
+            "(AI Studio) or 30 min (Vertex), so its calls need more than the online budget."
+        ),
+    )
     jitter: bool = True
 
 
@@ -85,6 +93,13 @@ class TimeoutSettings(_Model):
     )
     upscale_s: float = Field(180.0, gt=0)
     text_s: float = Field(60.0, gt=0)
+    delivery_read_s: dict[Delivery, dict[BackendName, Positive]] = Field(
+        default_factory=lambda: {"flex": {"aistudio": 900.0, "vertex": 1800.0}},
+        description=(
+            "Read timeout per delivery and backend, used when longer than read_s: Google asks "
+            "for at least 15 min on AI Studio flex; Vertex flex runs up to 30 min."
+        ),
+    )
 
     def read_for(self, size: ImageSize) -> float:
         """A size the config does not list (512 in an older config) waits as long as the
@@ -159,6 +174,21 @@ class BackendProfile(_Model):
     requests_per_minute: int | None = Field(None, ge=1)
     concurrency: int | None = Field(None, ge=1)
     requests_per_day: int | None = Field(None, ge=1)
+    flex_latency_factor: float = Field(
+        3.0, ge=1, description="Flex calls take this many times the latency (sheddable, slow)."
+    )
+    flex_shed_rate: float = Field(
+        0.0, ge=0, le=1, description="Seeded share of flex calls shed with flex_shed_status."
+    )
+    flex_shed_status: Literal[429, 503] = Field(
+        503, description="How a shed flex call is answered (Google's real answer is unverified)."
+    )
+    priority_downgrade_rate: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Seeded share of priority calls served and billed as standard instead.",
+    )
     image_format: Literal["png", "jpeg"] = "png"
     jpeg_quality: int = Field(90, ge=1, le=100)
     detail: float = Field(
@@ -255,6 +285,20 @@ class RouteSettings(_Model):
     override: BackendName | None = Field(None, description="Force one backend for every job.")
     fallback: list[BackendName] = Field(
         default_factory=list, description="Tried in order, only after retryable failures."
+    )
+    delivery_fallback: dict[Delivery, SyncDelivery] = Field(
+        default_factory=lambda: {"flex": "online"},
+        description=(
+            "What a shed call is bought as instead, on the same backend (flex → online at the "
+            "standard price); {} waits and retries the shed delivery instead."
+        ),
+    )
+    shed_statuses: list[int] = Field(
+        default_factory=lambda: [429, 503],
+        description=(
+            "HTTP statuses that mean Google shed a flex call (an assumption: the real error "
+            "is undocumented, see batch-and-model-tiers.md §5.1)."
+        ),
     )
 
 
@@ -497,6 +541,9 @@ class Settings(_Model):
     def _fallback_not_primary_only(self) -> Settings:
         if len(set(self.route.fallback)) != len(self.route.fallback):
             raise ValueError("route.fallback lists a backend twice")
+        for shed, instead in self.route.delivery_fallback.items():
+            if shed == instead:
+                raise ValueError(f"route.delivery_fallback.{shed} falls back to itself")
         return self
 
     @field_validator("models", mode="before")

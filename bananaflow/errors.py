@@ -178,6 +178,24 @@ class Refused(BackendError):
         self.finish_message = redact_optional(finish_message)
 
 
+class Shed(BackendError):
+    """Google shed a flex call (no capacity now) and a fallback delivery is configured.
+
+    Not retried: retrying a shed tier right away mostly meets the same shortage, and the job
+    has somewhere else to go (``route.delivery_fallback``). Wraps the status that said so.
+    """
+
+    kind = "shed"
+
+    def __init__(self, cause: BackendError) -> None:
+        super().__init__(
+            cause.message,
+            backend=cause.backend,
+            status=cause.status,
+            status_name=cause.status_name,
+        )
+
+
 class Unsupported(BackendError):
     """The backend has no such capability (e.g. upscale on AI Studio)."""
 

@@ -30,6 +30,8 @@ BackendName = Literal["aistudio", "vertex"]
 # are Google's service tiers of the same call; ``batch`` is the Batch API / Vertex batch
 # prediction (../shared/reference/batch-and-model-tiers.md §1-3, §5).
 Delivery = Literal["online", "flex", "priority", "batch"]
+# The deliveries that are one ``generateContent`` call each; ``batch`` is bought another way.
+SyncDelivery = Literal["online", "flex", "priority"]
 PersonGeneration = Literal["ALLOW_ALL", "ALLOW_ADULT", "ALLOW_NONE"]
 OutputMime = Literal["image/png", "image/jpeg"]
 ReferenceMime = Literal["image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"]
@@ -38,6 +40,7 @@ ASPECT_RATIOS: tuple[str, ...] = AspectRatio.__args__  # type: ignore[attr-defin
 IMAGE_SIZES: tuple[str, ...] = ImageSize.__args__  # type: ignore[attr-defined]
 DELIVERIES: tuple[str, ...] = Delivery.__args__  # type: ignore[attr-defined]
 REFERENCE_TYPES: tuple[str, ...] = ReferenceMime.__args__  # type: ignore[attr-defined]
+SYNC_DELIVERIES: tuple[str, ...] = SyncDelivery.__args__  # type: ignore[attr-defined]
 
 # (width, height) at 1K; 2K doubles and 4K quadruples both sides.
 _PIXELS_1K: dict[str, tuple[int, int]] = {
@@ -165,6 +168,9 @@ class ImageRequest(BaseModel):
     seed: int | None = Field(
         None, ge=-(2**31), lt=2**31, description="generationConfig.seed: same seed, same image."
     )
+    delivery: SyncDelivery = Field(
+        "online", description="Service tier of the call: standard (online), flex or priority."
+    )
     # Vertex-only
     output_mime_type: OutputMime | None = None
     output_quality: int | None = Field(None, ge=0, le=100)
@@ -209,6 +215,13 @@ class GeneratedImage(BaseModel):
     thought_signature: str | None = Field(None, repr=False)
     text: str | None = None
     usage: Usage = Field(default_factory=Usage)
+    service_tier: str | None = Field(
+        None,
+        description=(
+            "The tier Google says served the call, as sent: x-gemini-service-tier or "
+            "usageMetadata.serviceTier (AI Studio), usageMetadata.trafficType (Vertex)."
+        ),
+    )
     latency_s: float = 0.0
     attempts: int = 1
 

@@ -154,8 +154,11 @@ class Ledger:
             return True  # a provider batch pays, not the process that submitted it
         return not (record.host == HOST and not _pid_alive(record.pid))
 
-    def try_claim(self, key: str) -> Verdict:
-        """Paid already, claimed now by us, or held by a live claim of another run."""
+    def try_claim(self, key: str, ttl_s: float | None = None) -> Verdict:
+        """Paid already, claimed now by us, or held by a live claim of another run.
+
+        ``ttl_s`` replaces the run's claim TTL for a slower purchase (a flex call).
+        """
         master = self.paid(key)
         if master is not None:
             return Verdict(state="paid", master=master)
@@ -168,11 +171,11 @@ class Ledger:
             run_id=self.run_id,
             host=HOST,
             pid=os.getpid(),
-            expires_at=time.time() + self.claim_ttl_s,
+            expires_at=time.time() + (self.claim_ttl_s if ttl_s is None else ttl_s),
         )
         path = f"{self._job_dir(key)}/claim-{top + 1:06d}.json"
         if not self.store.create(path, mine.model_dump_json().encode()):
-            return self.try_claim(key)  # another run won this number: look again
+            return self.try_claim(key, ttl_s)  # another run won this number: look again
         # The previous holder may have paid between our two looks.
         master = self.paid(key)
         if master is not None:
@@ -180,7 +183,7 @@ class Ledger:
             return Verdict(state="paid", master=master)
         return Verdict(state="claimed", claim=Claim(key=key, number=top + 1, record=mine))
 
-    async def acquire(self, key: str, poll_s: float) -> Verdict:
+    async def acquire(self, key: str, poll_s: float, ttl_s: float | None = None) -> Verdict:
         """Claim ``key``, waiting while another run's live claim may still pay for it.
 
         Waiting (rather than skipping) is what makes two overlapping runs of one batch both
@@ -188,7 +191,7 @@ class Ledger:
         """
         announced = False
         while True:
-            verdict = await asyncio.to_thread(self.try_claim, key)
+            verdict = await asyncio.to_thread(self.try_claim, key, ttl_s)
             if verdict.state != "held":
                 return verdict
             if not announced and verdict.holder is not None:

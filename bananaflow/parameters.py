@@ -26,8 +26,18 @@ RatioChoice = Literal[
 QualityChoice = Literal["from config", "draft", "standard", "final"]
 FormatChoice = Literal["from config", "jpeg", "webp", "avif", "png"]
 Switch = Literal["from config", "on", "off"]
+DeliveryChoice = Literal["from config", "online", "flex", "priority", "batch"]
 
-_CHOICES = ("stage", "backend", "image_size", "aspect_ratio", "format", "upscale", "quality")
+_CHOICES = (
+    "stage",
+    "backend",
+    "delivery",
+    "quality",
+    "image_size",
+    "aspect_ratio",
+    "format",
+    "upscale",
+)
 
 
 def _keep_field_order(schema: dict[str, Any]) -> None:
@@ -61,6 +71,14 @@ class GenerateParameters(FormParameters):
     stage: Stage = Field(FROM_CONFIG, description="dev renders on AI Studio, prod on Vertex AI.")
     backend: BackendChoice = Field(
         FROM_CONFIG, description="Force one backend for every job (no fallback to the other)."
+    )
+    delivery: DeliveryChoice = Field(
+        FROM_CONFIG,
+        description=(
+            "How images are bought, unless a prompt names its own: online (list price), flex "
+            "(half price, slow, may fall back to online), priority (~1.8x, fastest), batch "
+            "(half price, hours)."
+        ),
     )
     quality: QualityChoice = Field(
         FROM_CONFIG,
@@ -110,3 +128,7 @@ class GenerateParameters(FormParameters):
 
     def forced_backend(self) -> str | None:
         return chosen(self.backend)
+
+    def forced_delivery(self) -> str | None:
+        """The run's delivery override: below a prompt's own, above ``generate.delivery``."""
+        return chosen(self.delivery)

@@ -14,8 +14,8 @@ from bananaflow.chain import check_upload_names, model_for
 from bananaflow.config import Settings
 from bananaflow.expand import ImageJob, PromptSpec, ReferenceResolver, expand, load_batch
 from bananaflow.expand.references import absolute
-from bananaflow.generation import BackendName
-from bananaflow.pricing import price_per_image
+from bananaflow.generation import BackendName, Delivery
+from bananaflow.pricing import price_for
 from bananaflow.routing import RouteDecision, route
 from bananaflow.storage import Store
 from bananaflow.tiers import check_jobs, fallback_models
@@ -39,6 +39,7 @@ def plan_jobs(
     batch_file: str | None,
     override: BackendName | None = None,
     references: list[str] | None = None,
+    delivery_override: Delivery | None = None,
 ) -> tuple[list[ImageJob], list[RouteDecision]]:
     jobs = expand(
         collect_specs(prompts, batch_file, references),
@@ -46,21 +47,35 @@ def plan_jobs(
         settings.generate,
         ReferenceResolver(settings.storage),
     )
-    decisions = [route(job, settings.stage, settings.route, override) for job in jobs]
+    decisions = [
+        route(
+            job,
+            settings.stage,
+            settings.route,
+            override,
+            delivery=settings.generate.delivery,
+            delivery_override=delivery_override,
+        )
+        for job in jobs
+    ]
     return jobs, decisions
 
 
 def check_prices(settings: Settings, jobs: list[ImageJob], decisions: list[RouteDecision]) -> None:
-    """An unpriced model or size is a config error now, not N failed rows later; and every job
-    is one its models can render (``tiers.check_jobs``), checked in the same breath because
-    every path that prices jobs is about to pay for them."""
+    """An unpriced model, size or delivery is a config error now, not N failed rows later; and
+    every job is one its models can render (``tiers.check_jobs``), checked in the same breath
+    because every path that prices jobs is about to pay for them."""
     check_jobs(settings, jobs, decisions)
     for job, decision in zip(jobs, decisions, strict=True):
+        deliveries = [decision.delivery.delivery]
+        if decision.delivery.fallback is not None:
+            deliveries.append(decision.delivery.fallback)
         for name in decision.backends:
             model = model_for(job, name, settings)
-            price_per_image(model, job.image_size, settings.prices)
-            for other in fallback_models(settings, job, model):
-                price_per_image(other, job.image_size, settings.prices)
+            for delivery in deliveries:
+                price_for(settings, model, job.image_size, delivery)
+                for other in fallback_models(settings, job, model):
+                    price_for(settings, other, job.image_size, delivery)
 
 
 def preflight(
@@ -69,9 +84,12 @@ def preflight(
     batch_file: str | None,
     override: BackendName | None = None,
     references: list[str] | None = None,
+    delivery_override: Delivery | None = None,
 ) -> list[ImageJob]:
     """Raise the first problem as a readable error; return the planned jobs when all is well."""
-    jobs, decisions = plan_jobs(settings, prompts, batch_file, override, references)
+    jobs, decisions = plan_jobs(
+        settings, prompts, batch_file, override, references, delivery_override
+    )
     check_upload_names(settings)  # names are otherwise first built after the image is paid for
     check_prices(settings, jobs, decisions)
     Store(settings.storage.url, settings.storage.options).check_writable()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 
+from bananaflow.config import Settings
 from bananaflow.errors import ConfigError
 from bananaflow.generation import Delivery, ImageSize
 
@@ -55,6 +56,11 @@ def price_per_image(
             fix=f"add delivery_prices.{delivery} to the config",
         )
     return float(price) * factor
+
+
+def price_for(settings: Settings, model: str, image_size: ImageSize, delivery: Delivery) -> float:
+    """:func:`price_per_image` with the config's tables: what estimates and budgets charge."""
+    return price_per_image(model, image_size, settings.prices, delivery, settings.delivery_prices)
 
 
 def _to_micro(usd: float) -> int:

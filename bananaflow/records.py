@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bananaflow.generation import AspectRatio, BackendName, ImageSize, Usage
+from bananaflow.generation import AspectRatio, BackendName, Delivery, ImageSize, Usage
 
 JobStatus = Literal[
     "uploaded", "failed", "refused", "skipped_budget", "interrupted", "pending_batch"
@@ -50,6 +50,7 @@ class RouteAttempt(BaseModel):
     backend: BackendName
     model: str | None = Field(None, description="The model asked on this attempt.")
     reason: str
+    delivery: Delivery = "online"
     outcome: str = ""
     attempts: int = 0
     retried: list[str] = Field(
@@ -83,6 +84,13 @@ class MasterRef(StoredImage):
     attempts: int = 1
     estimated_usd: float = 0.0
     routes: list[RouteAttempt] = Field(default_factory=list)
+    billed_delivery: Delivery | None = Field(
+        None, description="The delivery that priced the image: the tier Google reported."
+    )
+    service_tier: str | None = Field(None, description="The tier as Google reported it.")
+    delivery_fallback: str | None = Field(
+        None, description="Why the image was bought by another delivery than decided."
+    )
     upscale_method: str | None = None
     reused: bool = Field(False, description="Found in the index: no generation request made.")
     model_fallback: str | None = Field(
@@ -135,6 +143,20 @@ class ManifestRow(BaseModel):
         default_factory=list, description="Reference images sent with the prompt, in order."
     )
     routes: list[RouteAttempt] = Field(default_factory=list)
+    delivery: Delivery = Field("online", description="How the job was to be bought.")
+    delivery_reason: str = ""
+    billed_delivery: Delivery | None = Field(
+        None,
+        description=(
+            "The tier that billed the image (a downgraded priority call is standard: online)."
+        ),
+    )
+    service_tier: str | None = Field(
+        None, description="As Google reported it: x-gemini-service-tier or trafficType."
+    )
+    delivery_fallback: str | None = Field(
+        None, description="Why it was bought by another delivery (e.g. flex shed → online)."
+    )
     attempts: int = 0
     latency_s: float = 0.0
     usage: Usage = Field(default_factory=Usage)

@@ -1,4 +1,4 @@
-"""Step 2 of the chain: which backend renders a job, what to try next, and why.
+"""Step 2 of the chain: which backend renders a job (and how it is bought), what next, and why.
 
 The decision is made once, up front, and recorded with a human-readable reason, so the manifest
 can answer "why did this prod image come from AI Studio?" without anyone reading logs. Falling
@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from bananaflow.config import RouteSettings
+from bananaflow.delivery import DeliveryDecision, resolve_delivery
 from bananaflow.errors import (
     BackendError,
     ConfigError,
@@ -23,7 +24,7 @@ from bananaflow.errors import (
     Unavailable,
 )
 from bananaflow.expand import ImageJob
-from bananaflow.generation import BackendName
+from bananaflow.generation import BackendName, Delivery
 
 Stage = Literal["dev", "prod"]
 
@@ -44,6 +45,7 @@ class RouteDecision(BaseModel):
     job_id: str
     backends: list[BackendName]
     reason: str
+    delivery: DeliveryDecision = Field(default_factory=DeliveryDecision)
 
     @property
     def primary(self) -> BackendName:
@@ -59,6 +61,9 @@ def route(
     stage: Stage,
     settings: RouteSettings,
     override: BackendName | None = None,
+    *,
+    delivery: Delivery = "online",
+    delivery_override: Delivery | None = None,
 ) -> RouteDecision:
     """Pick the primary backend by precedence, then append the configured fallbacks.
 
@@ -66,7 +71,8 @@ def route(
     backend, then the run's override (a CLI flag or a Prefect parameter), then ``route.override``
     in the config, then the stage default. The fallback list applies whichever rule won: it is a
     separate, explicit setting (``route.fallback: []`` turns it off), and it never repeats the
-    primary.
+    primary. The delivery is decided alongside (``delivery`` is ``generate.delivery``; see
+    :func:`bananaflow.delivery.resolve_delivery`).
     """
     if job.backend is not None:
         primary, why = job.backend, f"job override → {job.backend}"
@@ -89,7 +95,27 @@ def route(
             fallbacks.append(backend)
     if fallbacks:
         why += f"; fallback: {', '.join(fallbacks)} (route.fallback)"
-    return RouteDecision(job_id=job.job_id, backends=[primary, *fallbacks], reason=why)
+    return RouteDecision(
+        job_id=job.job_id,
+        backends=[primary, *fallbacks],
+        reason=why,
+        delivery=resolve_delivery(job, delivery, settings, delivery_override),
+    )
+
+
+def partition_by_delivery(
+    jobs: list[ImageJob], decisions: list[RouteDecision]
+) -> tuple[list[tuple[ImageJob, RouteDecision]], list[tuple[ImageJob, RouteDecision]]]:
+    """(synchronous, batch): the jobs bought one call each, and those for the batch delivery.
+
+    The one seam between the two ways of buying: the synchronous chain refuses a batch job
+    rather than buying it online at twice the price.
+    """
+    synchronous: list[tuple[ImageJob, RouteDecision]] = []
+    batch: list[tuple[ImageJob, RouteDecision]] = []
+    for job, decision in zip(jobs, decisions, strict=True):
+        (batch if decision.delivery.delivery == "batch" else synchronous).append((job, decision))
+    return synchronous, batch
 
 
 def should_fall_back(error: BaseException) -> bool:

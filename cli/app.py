@@ -146,6 +146,10 @@ def generate(
     ] = "local",
     stage: Annotated[str | None, typer.Option(help="dev (AI Studio) or prod (Vertex).")] = None,
     backend: Annotated[str | None, typer.Option(help="Force aistudio or vertex.")] = None,
+    delivery: Annotated[
+        str | None,
+        typer.Option(help="online, flex (half price, slow), priority (~1.8x) or batch."),
+    ] = None,
     size: Annotated[str | None, typer.Option(help="512, 1K, 2K or 4K.")] = None,
     quality: Annotated[
         str | None, typer.Option(help="Quality preset: draft, standard or final.")
@@ -173,6 +177,7 @@ def generate(
         "config": config,
         "stage": stage,
         "backend": backend,
+        "delivery": delivery,
         "image_size": size,
         "quality": quality,
         "references": reference or [],
@@ -199,6 +204,7 @@ def generate(
                 params.batch_file,
                 params.forced_backend(),
                 params.references,
+                params.forced_delivery(),
             )
             with ephemeral_api():
                 summary = _run_with_progress(params)
@@ -352,7 +358,7 @@ def _stop_gently() -> Iterator[None]:
 def _print_summary(summary: Any) -> None:
     root = summary.manifest_uri.rsplit(f"runs/{summary.run_id}/", 1)[0]
     table = Table(title=f"run {summary.run_id} ({summary.stage}) in {root}", title_justify="left")
-    for col in ("job", "status", "backend", "size", "KiB raw → final", "result"):
+    for col in ("job", "status", "backend", "delivery", "size", "KiB raw → final", "result"):
         table.add_column(col)
     for r in summary.rows:
         result = r.uri.removeprefix(root) if r.status == "uploaded" else (r.error or "")
@@ -361,6 +367,7 @@ def _print_summary(summary: Any) -> None:
             r.job_id[:8],
             r.status + note,
             r.backend or "-",
+            _delivery_cell(r),
             f"{r.width}x{r.height}",
             f"{r.bytes_raw // 1024:,} → {r.bytes_final // 1024:,}",
             result[:160],
@@ -371,6 +378,14 @@ def _print_summary(summary: Any) -> None:
     console.print(f"manifest {summary.manifest_uri}", highlight=False, soft_wrap=True)
     if summary.contact_sheet_uri:
         console.print(f"contact sheet {summary.contact_sheet_uri}", highlight=False, soft_wrap=True)
+
+
+def _delivery_cell(row: Any) -> str:
+    """The delivery, and the tier billed when Google sold it another way (shed, downgraded)."""
+    billed = row.billed_delivery
+    if billed is None or billed == row.delivery:
+        return row.delivery
+    return f"{row.delivery} → {billed}"
 
 
 @app.command()

@@ -16,11 +16,13 @@ from bananaflow.batch.deliver import deliver
 from bananaflow.chain import open_context
 from bananaflow.config import Settings, load_settings
 from bananaflow.errors import InputError
+from bananaflow.expand import ImageJob
 from bananaflow.memory import return_large_buffers_to_os
 from bananaflow.parameters import GenerateParameters
 from bananaflow.preflight import check_prices
 from bananaflow.records import RunSummary
 from bananaflow.render import render_all
+from bananaflow.routing import RouteDecision, partition_by_delivery
 from bananaflow.runid import new_run_id
 from bananaflow.tasks.batch import publish_pending_batches
 from bananaflow.tasks.chain import CHAIN
@@ -46,7 +48,14 @@ async def generate_images(params: GenerateParameters | None = None) -> RunSummar
     )
     if not jobs:
         raise InputError("prompts", "nothing to generate", fix="give prompts or a batch_file")
-    decisions = route_jobs(jobs, settings.stage, settings.route, params.forced_backend())
+    decisions = route_jobs(
+        jobs,
+        settings.stage,
+        settings.route,
+        params.forced_backend(),
+        settings.generate.delivery,
+        params.forced_delivery(),
+    )
     check_prices(settings, jobs, decisions)  # models, sizes, references: before any request
     ctx = open_context(
         settings,
@@ -57,13 +66,12 @@ async def generate_images(params: GenerateParameters | None = None) -> RunSummar
     try:
         if settings.expand.rewrite:
             jobs = await rewrite_prompts(jobs, ctx.backends[decisions[0].backends[0]])
-        if settings.generate.delivery == "batch":
-            rows = await deliver(
-                ctx, jobs, decisions, CHAIN, ProgressArtifact(len(jobs)), wait=_waits(settings)
-            )
+        bar = ProgressArtifact(len(jobs))
+        synchronous, batch = partition_by_delivery(jobs, decisions)
+        rows = await render_all(ctx, *_unzip(synchronous), CHAIN, bar) if synchronous else []
+        if batch:
+            rows += await deliver(ctx, *_unzip(batch), CHAIN, bar, wait=_waits(settings))
             await publish_pending_batches(settings, run_id)
-        else:
-            rows = await render_all(ctx, jobs, decisions, CHAIN, ProgressArtifact(len(jobs)))
         summary = await publish_report(ctx, rows)
     finally:
         await ctx.aclose()
@@ -75,6 +83,12 @@ async def generate_images(params: GenerateParameters | None = None) -> RunSummar
         summary.manifest_uri,
     )
     return summary
+
+
+def _unzip(
+    pairs: list[tuple[ImageJob, RouteDecision]],
+) -> tuple[list[ImageJob], list[RouteDecision]]:
+    return [job for job, _ in pairs], [decision for _, decision in pairs]
 
 
 def _waits(settings: Settings) -> bool:

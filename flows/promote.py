@@ -131,7 +131,9 @@ async def promote(params: PromoteParameters) -> PromotionSummary:
 
 async def render_in_prod(settings: Settings, plan: promotion.PromotionPlan) -> RunSummary:
     """The generate flow's rendering, on prod settings, with the dev origin on every row."""
-    decisions = route_jobs(plan.jobs, settings.stage, settings.route)
+    decisions = route_jobs(
+        plan.jobs, settings.stage, settings.route, delivery=settings.generate.delivery
+    )
     check_prices(settings, plan.jobs, decisions)
     settings = standin.apply(settings)
     ctx = open_context(

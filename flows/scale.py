@@ -65,7 +65,14 @@ async def generate_batch(params: ScaleParameters | None = None) -> RunSummary:
     )
     if not jobs:
         raise InputError("batch.prompts", "nothing to generate", fix="give prompts or a batch_file")
-    decisions = route_jobs(jobs, settings.stage, settings.route, params.batch.forced_backend())
+    decisions = route_jobs(
+        jobs,
+        settings.stage,
+        settings.route,
+        params.batch.forced_backend(),
+        settings.generate.delivery,
+        params.batch.forced_delivery(),
+    )
     # Storage and credentials are checked once, here, instead of failing in every chunk.
     ctx = open_context(settings, run_id, backends_to_check(settings, decisions))
     try:

@@ -137,7 +137,7 @@ def summary_markdown(summary: RunSummary) -> str:
         f"# bananaflow run `{summary.run_id}` ({summary.stage})",
         "",
         f"- jobs: {len(summary.rows)} ({counts})",
-        f"- estimated cost: ${summary.estimated_usd:.3f}",
+        f"- estimated cost: ${summary.estimated_usd:.3f} ({_by_delivery(summary.rows)})",
         f"- bytes: {summary.bytes_raw:,} raw → {summary.bytes_final:,} published "
         f"({pct:.0f} % saved)",
         f"- manifest: `{summary.manifest_uri}`",
@@ -185,6 +185,14 @@ async def publish_report(ctx: ChainContext, rows: list[ManifestRow]) -> RunSumma
     return summary
 
 
+def _by_delivery(rows: list[ManifestRow]) -> str:
+    """Jobs per delivery as billed (a shed flex job bought online counts as online)."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.billed_delivery or r.delivery] = counts.get(r.billed_delivery or r.delivery, 0) + 1
+    return ", ".join(f"{name} {n}" for name, n in sorted(counts.items()))
+
+
 async def _publish_artifacts(
     ctx: ChainContext, rows: list[ManifestRow], summary: RunSummary, sheet: tuple[str, bytes] | None
 ) -> None:
@@ -196,6 +204,8 @@ async def _publish_artifacts(
                 "uri": r.uri,
                 "error": r.error or "",
                 "backend": r.backend or "",
+                "delivery": r.delivery,
+                "billed": r.billed_delivery or "",
                 "size": f"{r.width}x{r.height}",
                 "attempts": r.attempts,
                 "usd": r.estimated_usd,

@@ -1,4 +1,4 @@
-"""route_jobs: the backend decision per job, with its reason, recorded in the manifest."""
+"""route_jobs: the backend and delivery per job, with their reasons, recorded in the manifest."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from bananaflow.config import RouteSettings
 from bananaflow.expand import ImageJob
-from bananaflow.generation import BackendName
+from bananaflow.generation import BackendName, Delivery
 from bananaflow.routing import RouteDecision, route
 
 
@@ -19,5 +19,12 @@ def route_jobs(
     stage: Literal["dev", "prod"],
     settings: RouteSettings,
     override: BackendName | None = None,
+    delivery: Delivery = "online",
+    delivery_override: Delivery | None = None,
 ) -> list[RouteDecision]:
-    return [route(job, stage, settings, override) for job in jobs]
+    return [
+        route(
+            job, stage, settings, override, delivery=delivery, delivery_override=delivery_override
+        )
+        for job in jobs
+    ]

@@ -585,8 +585,8 @@ def test_success_shape_aistudio(emu: EmulatorHandle) -> None:
     )
     assert data["modelVersion"] == "gemini-3-pro-image" and data["responseId"]
     assert "createTime" not in data and "trafficType" not in usage
-    # Not a field of the SDK's GenerateContentResponseUsageMetadata: the tier is a header.
-    assert "serviceTier" not in usage and r.headers["x-gemini-service-tier"] == "standard"
+    # As live answers carry it (google-image-apis.md §1.6): in the usage and in a header.
+    assert usage["serviceTier"] == "standard" and r.headers["x-gemini-service-tier"] == "standard"
     assert "safetyRatings" not in cand
 
 

@@ -468,7 +468,7 @@ def test_vertex_candidates_carry_safety_ratings(emu: EmulatorHandle, token: str)
         (LITE, "flex", "standard"),  # Lite has no Flex/Priority: served as standard
     ],
 )
-def test_aistudio_service_tier_is_a_header_not_a_usage_field(
+def test_aistudio_service_tier_is_echoed_in_header_and_usage(
     emu: EmulatorHandle, model: str, tier: str | None, header: str
 ) -> None:
     payload = body()
@@ -477,7 +477,7 @@ def test_aistudio_service_tier_is_a_header_not_a_usage_field(
     r = studio(emu, payload, model)
     assert r.status_code == 200
     assert r.headers["x-gemini-service-tier"] == header
-    assert "serviceTier" not in r.json()["usageMetadata"]
+    assert r.json()["usageMetadata"]["serviceTier"] == header
     assert "trafficType" not in r.json()["usageMetadata"]
 
 

@@ -21,6 +21,7 @@ from bananaflow.errors import (
     Refused,
     RequestTimedOut,
     ResponseTooLarge,
+    Shed,
     Unavailable,
     Unsupported,
 )
@@ -121,6 +122,7 @@ EXPECTED_FALLBACK: dict[type[BackendError], bool] = {
     AuthError: False,
     NotFound: False,
     Refused: False,
+    Shed: False,  # goes to route.delivery_fallback on the same backend instead
     Unsupported: False,
 }
 
@@ -128,6 +130,8 @@ EXPECTED_FALLBACK: dict[type[BackendError], bool] = {
 def build(cls: type[BackendError]) -> BackendError:
     if cls is Refused:
         return Refused("declined", reason="IMAGE_SAFETY", backend="vertex")
+    if cls is Shed:
+        return Shed(Unavailable("no flex capacity", backend="vertex", status=503))
     return cls("boom", backend="vertex", status=500)
 
 

@@ -188,6 +188,19 @@ def test_flash25_answers_png_on_aistudio(studio_client: genai.Client) -> None:
     assert part.inline_data.mime_type == "image/png" and image.format == "PNG"  # type: ignore[union-attr]
 
 
+def test_service_tier_is_sent_and_echoed(client: genai.Client) -> None:
+    """``service_tier`` (SDK 3.6.1) goes top level; the tier comes back where each API puts it."""
+    config = image_config(client, aspect_ratio="1:1")
+    config.service_tier = types.ServiceTier.FLEX
+    response = client.models.generate_content(model=PRO, contents="a flex fox", config=config)
+    assert final_image(response)[0].size == _expected(_spec(PRO), "1:1", "1K")
+    if client.vertexai:
+        assert response.usage_metadata.traffic_type == types.TrafficType.ON_DEMAND_FLEX  # type: ignore[union-attr]
+    else:
+        headers = response.sdk_http_response.headers  # type: ignore[union-attr]
+        assert headers is not None and headers["x-gemini-service-tier"] == "flex"
+
+
 def test_pro_thought_image_parses_as_a_thought_part(client: genai.Client) -> None:
     response = client.models.generate_content(
         model=PRO,

@@ -20,7 +20,7 @@ from bananaflow.backends.auth import TokenSource, load_credentials
 from bananaflow.backends.base import ImageBackend
 from bananaflow.backends.vertex import VertexBackend
 from bananaflow.config import RetrySettings, Settings
-from bananaflow.errors import BackendError, ConfigError, InputError
+from bananaflow.errors import BackendError, ConfigError, InputError, Shed
 from bananaflow.generation import BackendName, GeneratedImage, ImageRequest
 from bananaflow.retry import SleepFn, retry_async
 
@@ -98,24 +98,33 @@ async def generate_with_retries(
     *,
     sleep: SleepFn = asyncio.sleep,
     on_retry: Callable[[BackendError, int, float], None] | None = None,
+    shed: Callable[[BackendError], bool] | None = None,
 ) -> GeneratedImage:
     """``backend.generate`` under the retry policy.
 
     The returned image carries the attempt count and the total latency (waits included), which
     is what the manifest reports. On final failure the last typed error is raised with
     ``attempts`` (and ``latency_s``) set on it. Input errors are raised before any attempt
-    (``attempts`` 0).
+    (``attempts`` 0). An error ``shed`` recognises ends the retries at once as :class:`Shed`:
+    the caller has another delivery to buy the image by.
     """
     try:
         backend.check_request(request)
     except InputError as exc:
         exc.attempts = 0  # type: ignore[attr-defined]
         raise
+
+    async def attempt() -> GeneratedImage:
+        try:
+            return await backend.generate(request)
+        except BackendError as err:
+            if shed is not None and shed(err):
+                raise Shed(err) from err
+            raise
+
     started = time.perf_counter()
     try:
-        image, attempts = await retry_async(
-            lambda: backend.generate(request), policy, sleep=sleep, on_retry=on_retry
-        )
+        image, attempts = await retry_async(attempt, policy, sleep=sleep, on_retry=on_retry)
     except BackendError as exc:
         exc.latency_s = time.perf_counter() - started  # type: ignore[attr-defined]
         raise

@@ -66,8 +66,14 @@ class AIStudioBackend(HttpBackend):
     def _secrets(self) -> list[str | None]:
         return [self._api_key.get_secret_value()]
 
-    async def _send(self, url: str, body: dict[str, Any], timeout: httpx.Timeout) -> Reply:
-        headers = self._json_headers()
+    async def _send(
+        self,
+        url: str,
+        body: dict[str, Any],
+        timeout: httpx.Timeout,
+        extra_headers: dict[str, str] | None = None,
+    ) -> Reply:
+        headers = {**self._json_headers(), **(extra_headers or {})}
         headers["x-goog-api-key"] = self._api_key.get_secret_value()
         secrets = self._secrets()
         reply = await self._post(url, self._encode(body), headers, timeout, secrets)

@@ -143,7 +143,8 @@ class HttpBackend(ImageBackend):
         reply = await self._exchange(
             self._model_url(model, "generateContent"),
             body,
-            self._timeouts.read_for(request.image_size),
+            self._read_s(request),
+            self._tier_headers(request),
         )
         image = await self._parse(
             reply,
@@ -151,6 +152,10 @@ class HttpBackend(ImageBackend):
                 payload, backend=self.name, model=model, request=request, secrets=secrets
             ),
         )
+        # The header is what Google documents for spotting a downgraded priority call.
+        header = reply.headers.get(wire.SERVICE_TIER_HEADER)
+        if header:
+            image.service_tier = redact(header, self._secrets())
         image.latency_s = time.perf_counter() - started
         return image
 
@@ -195,10 +200,26 @@ class HttpBackend(ImageBackend):
         """Strings that must never appear in an error message (key, token)."""
 
     @abstractmethod
-    async def _send(self, url: str, body: dict[str, Any], timeout: httpx.Timeout) -> Reply:
+    async def _send(
+        self,
+        url: str,
+        body: dict[str, Any],
+        timeout: httpx.Timeout,
+        extra_headers: dict[str, str] | None = None,
+    ) -> Reply:
         """POST the body with this platform's auth; returns a 2xx reply or raises."""
 
+    def _tier_headers(self, request: ImageRequest) -> dict[str, str]:
+        """Headers that choose the service tier; AI Studio chooses it in the body instead."""
+        return {}
+
     # ------------------------------------------------------------------ shared plumbing
+
+    def _read_s(self, request: ImageRequest) -> float:
+        """The read timeout: by size, or the delivery's when longer (flex answers in minutes)."""
+        by_size = self._timeouts.read_for(request.image_size)
+        by_tier = self._timeouts.delivery_read_s.get(request.delivery, {}).get(self.name)
+        return max(by_size, by_tier) if by_tier else by_size
 
     def _timeout(self, read_s: float) -> httpx.Timeout:
         """Write and pool waits get the read budget: big reference uploads and a full pool
@@ -207,7 +228,13 @@ class HttpBackend(ImageBackend):
             connect=self._timeouts.connect_s, read=read_s, write=read_s, pool=read_s
         )
 
-    async def _exchange(self, url: str, body: dict[str, Any], read_s: float) -> Reply:
+    async def _exchange(
+        self,
+        url: str,
+        body: dict[str, Any],
+        read_s: float,
+        extra_headers: dict[str, str] | None = None,
+    ) -> Reply:
         """One attempt's whole request (auth, connect, send, headers, full body) in one budget.
 
         A legitimate answer needs at most the time to connect plus the read timeout it is sized
@@ -222,7 +249,7 @@ class HttpBackend(ImageBackend):
         if budget <= 0:
             raise RequestTimedOut(f"no time left for another attempt ({why})", backend=self.name)
         with anyio.move_on_after(budget):
-            return await self._send(url, body, self._timeout(read_s))
+            return await self._send(url, body, self._timeout(read_s), extra_headers)
         raise RequestTimedOut(
             f"attempt cut after {budget:.1f}s, the whole-request budget ({why})",
             backend=self.name,

@@ -135,25 +135,36 @@ class VertexBackend(HttpBackend):
     def _secrets(self) -> list[str | None]:
         return [self._tokens.credentials.token]
 
-    def _headers(self, token: str) -> dict[str, str]:
-        headers = self._json_headers()
+    def _tier_headers(self, request: ImageRequest) -> dict[str, str]:
+        return wire.vertex_tier_headers(request.delivery)
+
+    def _headers(self, token: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+        headers = {**self._json_headers(), **(extra or {})}
         headers["authorization"] = f"Bearer {token}"
         quota_project = getattr(self._tokens.credentials, "quota_project_id", None)
         if quota_project:
             headers["x-goog-user-project"] = quota_project
         return headers
 
-    async def _send(self, url: str, body: dict[str, Any], timeout: httpx.Timeout) -> Reply:
+    async def _send(
+        self,
+        url: str,
+        body: dict[str, Any],
+        timeout: httpx.Timeout,
+        extra_headers: dict[str, str] | None = None,
+    ) -> Reply:
         problems = wire.check_roles(body)
         if problems:  # a programming error, caught before Vertex's 400
             raise InputError("contents", f"turns without a valid role: {', '.join(problems)}")
         content = self._encode(body)
         token = await self._tokens.token()
         sent = [token]  # every token this request carried may come back in an error
-        reply = await self._post(url, content, self._headers(token), timeout, sent)
+        reply = await self._post(url, content, self._headers(token, extra_headers), timeout, sent)
         if reply.status_code == 401:
             token = await self._tokens.refresh_after_rejection(token)
             sent.append(token)
-            reply = await self._post(url, content, self._headers(token), timeout, sent)
+            reply = await self._post(
+                url, content, self._headers(token, extra_headers), timeout, sent
+            )
         self._raise_for_status(reply, sent)
         return reply

@@ -59,6 +59,14 @@ REFUSAL_FINISH_REASONS: frozenset[str] = frozenset(
 
 VALID_ROLES = ("user", "model")
 
+# Service tiers (batch-and-model-tiers.md §5). AI Studio: a top-level body field (where the SDK
+# puts ``service_tier``), answered by a header and ``usageMetadata.serviceTier``. Vertex: the
+# request-type headers (``shared`` skips Provisioned Throughput), answered by
+# ``usageMetadata.trafficType``. Online sends nothing: the platform's standard tier.
+SERVICE_TIER_HEADER = "x-gemini-service-tier"
+VERTEX_REQUEST_TYPE_HEADER = "X-Vertex-AI-LLM-Request-Type"
+VERTEX_SHARED_REQUEST_TYPE_HEADER = "X-Vertex-AI-LLM-Shared-Request-Type"
+
 REWRITE_SYSTEM_INSTRUCTION = (
     "You rewrite prompts for an image-generation model. Turn the user's prompt into one richer, "
     "more specific image prompt: subject, setting, composition, lighting, colour, style and mood. "
@@ -171,7 +179,17 @@ def build_generate_body(
     }
     if request.seed is not None:  # a variant is a seed: reproducible, and distinct per variant
         generation_config["seed"] = request.seed
-    return {"contents": [user_turn(parts)], "generationConfig": generation_config}
+    body: dict[str, Any] = {"contents": [user_turn(parts)], "generationConfig": generation_config}
+    if not vertex and request.delivery != "online":
+        body["serviceTier"] = request.delivery  # top level, lower case: "flex" | "priority"
+    return body
+
+
+def vertex_tier_headers(delivery: str) -> dict[str, str]:
+    """Vertex's pool for a delivery: PayGo only (``shared``), of the flex or priority kind."""
+    if delivery == "online":
+        return {}
+    return {VERTEX_REQUEST_TYPE_HEADER: "shared", VERTEX_SHARED_REQUEST_TYPE_HEADER: delivery}
 
 
 def build_text_body(prompt: str, system_instruction: str) -> dict[str, Any]:
@@ -243,6 +261,17 @@ def parse_usage(payload: dict[str, Any]) -> Usage:
         output_tokens=_as_int(meta.get("candidatesTokenCount")),
         thoughts_tokens=_as_int(meta.get("thoughtsTokenCount")),
         total_tokens=_as_int(meta.get("totalTokenCount")),
+    )
+
+
+def reported_tier(payload: dict[str, Any], secrets: Secrets = ()) -> str | None:
+    """The tier the answer says served it: ``usageMetadata.serviceTier`` (AI Studio) or
+    ``usageMetadata.trafficType`` (Vertex); None when it says neither."""
+    meta = payload.get("usageMetadata")
+    if not isinstance(meta, dict):
+        return None
+    return _text_field(meta.get("serviceTier"), secrets) or _text_field(
+        meta.get("trafficType"), secrets
     )
 
 
@@ -393,6 +422,7 @@ def parse_generate_response(
         thought_signature=signature,
         text="\n".join(texts) or None,
         usage=parse_usage(payload),
+        service_tier=reported_tier(payload, secrets),
     )
 
 

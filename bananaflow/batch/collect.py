@@ -18,9 +18,9 @@ from bananaflow.batch.book import BatchBook, BatchRecord
 from bananaflow.batch.lines import answer_image, match, request_digest, request_line
 from bananaflow.batch.provider import BatchProvider
 from bananaflow.batch.states import TERMINAL, WITH_OUTPUT
-from bananaflow.batch.submit import batch_price
 from bananaflow.chain import ChainContext, JobFailed, store_master
 from bananaflow.errors import BackendError, NotFound, Refused
+from bananaflow.pricing import price_for
 from bananaflow.records import MasterRef, RouteAttempt
 
 log = logging.getLogger("bananaflow")
@@ -99,7 +99,12 @@ async def collect(
     matched = match(rows, [j.job_id for j in record.jobs], digests)
     for job in record.jobs:
         key = record.keys[job.job_id]
-        attempt = RouteAttempt(backend=record.backend, reason=f"delivery batch {record.name}")
+        attempt = RouteAttempt(
+            backend=record.backend,
+            model=record.model,
+            reason=f"delivery batch {record.name}",
+            delivery="batch",
+        )
         claim = await asyncio.to_thread(ctx.ledger.batch_claim, key)
         row = matched.answers.get(job.job_id)
         try:
@@ -133,7 +138,8 @@ async def collect(
                 claim,
                 image,
                 routes=[attempt],
-                price=batch_price(ctx, job, record.model),
+                price=price_for(ctx.settings, record.model, job.image_size, "batch"),
+                extra={"billed_delivery": "batch"},
             )
             outcomes[job.job_id] = master.model_copy(update={"batch": record.name})
         except JobFailed as failed:

@@ -15,9 +15,10 @@ from bananaflow.batch.book import BatchRecord
 from bananaflow.batch.collect import Outcome, collect, look, wait_for
 from bananaflow.batch.provider import BatchProvider, ProviderPool, Providers
 from bananaflow.batch.states import TERMINAL
-from bananaflow.batch.submit import batch_price, submit
+from bananaflow.batch.submit import submit
 from bananaflow.chain import ChainContext, base_row, model_for
 from bananaflow.expand import ImageJob
+from bananaflow.pricing import price_for
 from bananaflow.records import ManifestRow, MasterRef, utcnow
 from bananaflow.render import Progress, Steps, render_all
 from bananaflow.routing import RouteDecision
@@ -58,7 +59,7 @@ def pending_row(
             "batch": record.name,
             "backend": record.backend,
             "model": model,
-            "estimated_usd": batch_price(ctx, job, model),
+            "estimated_usd": price_for(ctx.settings, model, job.image_size, "batch"),
             "error": f"waiting for provider batch {record.name} ({record.state})",
         }
     )

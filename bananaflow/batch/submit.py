@@ -19,17 +19,12 @@ from bananaflow.chain import ChainContext, master_key, model_for
 from bananaflow.expand import ImageJob
 from bananaflow.generation import BackendName
 from bananaflow.ledger import Claim
-from bananaflow.pricing import price_per_image
+from bananaflow.pricing import price_for
 from bananaflow.routing import RouteDecision
 
 log = logging.getLogger("bananaflow")
 
 Member = tuple[ImageJob, RouteDecision, Claim]
-
-
-def batch_price(ctx: ChainContext, job: ImageJob, model: str) -> float:
-    s = ctx.settings
-    return price_per_image(model, job.image_size, s.prices, "batch", s.delivery_prices)
 
 
 async def submit(
@@ -95,7 +90,9 @@ async def _send(
         jobs=[job for job, _, _ in members],
         decisions=[decision for _, decision, _ in members],
         keys={job.job_id: claim.key for job, _, claim in members},
-        expected_usd=round(sum(batch_price(ctx, job, model) for job, _, _ in members), 6),
+        expected_usd=round(
+            sum(price_for(ctx.settings, model, job.image_size, "batch") for job, _, _ in members), 6
+        ),
     )
     # Durable before anything else: create is not idempotent, the name is what resumes it.
     await asyncio.to_thread(book.save, record)

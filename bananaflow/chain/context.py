@@ -11,7 +11,7 @@ from bananaflow.backends import create_backend
 from bananaflow.backends.base import ImageBackend
 from bananaflow.config import Settings
 from bananaflow.errors import InputError
-from bananaflow.generation import BackendName
+from bananaflow.generation import BackendName, Delivery
 from bananaflow.ledger import Ledger
 from bananaflow.limits import LimitedBackend, Limiter, LocalLimiter
 from bananaflow.manifest import ManifestWriter
@@ -122,10 +122,19 @@ def check_upload_names(settings: Settings) -> None:
             ) from None
 
 
-def claim_ttl_s(settings: Settings) -> float:
+def claim_ttl_s(settings: Settings, delivery: Delivery = "online") -> float:
     """How long a claim holds: the longest a generation may take (every retry and fallback),
-    plus storing the master. A holder that outlives it has died or hung."""
-    return settings.generate.retry.deadline_s * 2 + 120.0
+    plus storing the master. A holder that outlives it has died or hung.
+
+    Per backend that is the delivery's deadline (flex has a longer one), plus its fallback's
+    when a shed call is bought again another way (``route.delivery_fallback``).
+    """
+    retry = settings.generate.retry
+    per_backend = retry.delivery_deadline_s.get(delivery, retry.deadline_s)
+    fallback = settings.route.delivery_fallback.get(delivery)
+    if fallback is not None:
+        per_backend += retry.delivery_deadline_s.get(fallback, retry.deadline_s)
+    return per_backend * 2 + 120.0
 
 
 def local_limiter(settings: Settings, name: BackendName) -> LocalLimiter:

@@ -1,25 +1,32 @@
-"""The master of a job: from the ledger, the spool, or one paid generation under a claim.
-"""
+"""The master of a job: from the ledger, the spool, or one paid generation under a claim."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+from dataclasses import dataclass
 from typing import Literal
 
 from bananaflow.backends import generate_with_retries
-from bananaflow.chain.context import ChainContext
+from bananaflow.chain.context import ChainContext, claim_ttl_s
 from bananaflow.chain.failure import JobFailed
 from bananaflow.chain.keys import master_key, model_for
 from bananaflow.chain.objects import object_metadata, path_for
 from bananaflow.config import Settings
-from bananaflow.errors import BackendError, InputError, Refused
+from bananaflow.delivery import billed_delivery, is_shed, retry_policy
+from bananaflow.errors import BackendError, InputError, Refused, Shed
 from bananaflow.expand import ImageJob
 from bananaflow.expand.references import load_reference
-from bananaflow.generation import BackendName, GeneratedImage, ImageRequest, ReferenceImage
+from bananaflow.generation import (
+    BackendName,
+    GeneratedImage,
+    ImageRequest,
+    ReferenceImage,
+    SyncDelivery,
+)
 from bananaflow.imagetype import identify
 from bananaflow.ledger import Claim
-from bananaflow.pricing import price_per_image
+from bananaflow.pricing import price_for
 from bananaflow.records import (
     JobStatus,
     MasterRef,
@@ -32,7 +39,9 @@ from bananaflow.tiers import fallback_models, may_change_model, wire_model
 Move = Literal["primary", "backend", "model"]
 
 
-def _to_request(job: ImageJob, model: str, references: list[ReferenceImage]) -> ImageRequest:
+def _to_request(
+    job: ImageJob, model: str, references: list[ReferenceImage], delivery: SyncDelivery
+) -> ImageRequest:
     return ImageRequest(
         prompt=job.prompt,
         aspect_ratio=job.aspect_ratio,
@@ -40,6 +49,7 @@ def _to_request(job: ImageJob, model: str, references: list[ReferenceImage]) -> 
         model=model,
         seed=job.seed,
         reference_images=references,
+        delivery=delivery,
     )
 
 
@@ -85,7 +95,7 @@ def reserve_budget(ctx: ChainContext, job: ImageJob, decision: RouteDecision) ->
     model = model_for(job, primary, ctx.settings)
     if ctx.reuse and ctx.ledger.paid(master_key(job, primary, model)) is not None:
         return None
-    price = price_per_image(model, job.image_size, ctx.settings.prices)
+    price = price_for(ctx.settings, model, job.image_size, decision.delivery.delivery)
     if not ctx.budget.try_reserve(price):
         cap = ctx.settings.budget.max_usd
         why = (
@@ -115,7 +125,8 @@ async def generate_master(ctx: ChainContext, job: ImageJob, decision: RouteDecis
     key = master_key(job, primary, model_for(job, primary, ctx.settings))
     claim: Claim | None = None
     if ctx.reuse:
-        verdict = await ctx.ledger.acquire(key, poll_s=_poll_s(ctx.settings))
+        ttl_s = claim_ttl_s(ctx.settings, decision.delivery.delivery)
+        verdict = await ctx.ledger.acquire(key, poll_s=_poll_s(ctx.settings), ttl_s=ttl_s)
         if verdict.master is not None:
             _give_back(ctx, job)
             return verdict.master.model_copy(update={"reused": True})
@@ -142,8 +153,19 @@ def _poll_s(settings: Settings) -> float:
 async def _pay_for_master(
     ctx: ChainContext, job: ImageJob, decision: RouteDecision, key: str, claim: Claim | None
 ) -> MasterRef:
+    """Try the job's model on each backend of its route, then each allowed fallback model;
+    within one try, a shed flex call is bought again by its fallback delivery."""
     settings = ctx.settings
-    price = ctx.reserved.get(job.job_id, 0.0)
+    decided = decision.delivery.delivery
+    if decided == "batch":  # bought by the batch delivery (routing.partition_by_delivery)
+        _give_back(ctx, job)
+        raise JobFailed(
+            "failed",
+            "delivery batch is bought through the Batch API / batch prediction, not one "
+            "generateContent call each; this run only buys online, flex and priority",
+            kind="WrongDelivery",
+            routes=[],
+        )
     try:
         references = await asyncio.to_thread(_reference_images, ctx, job)
     except InputError as err:
@@ -164,63 +186,177 @@ async def _pay_for_master(
                 f"model fallback {tries[0][1]} → {model} after {routes[-1].outcome} "
                 f"(models.{tries[0][1]}.fallback)"
             )
-        retried: list[str] = []
-        try:
-            image = await generate_with_retries(
-                ctx.backends[name],
-                _to_request(job, wire_model(settings, model, name), references),
-                settings.generate.retry,
-                on_retry=lambda err, _n, _wait, kinds=retried: kinds.append(err.kind),
-            )
-        except BackendError as err:
-            routes.append(
-                RouteAttempt(
-                    backend=name,
-                    model=model,
-                    reason=reason,
-                    outcome=err.kind,
-                    attempts=getattr(err, "attempts", 1),
-                    retried=retried,
+        attempt = _Attempt(name, model, wire_model(settings, model, name), references)
+        delivery: SyncDelivery = decided
+        fell_back: str | None = None
+        while True:
+            retried: list[str] = []
+            try:
+                image = await _generate(ctx, job, decision, attempt, delivery, retried)
+            except Shed as err:
+                routes.append(
+                    _record(
+                        attempt, reason, delivery, err.kind, getattr(err, "attempts", 1), retried
+                    )
                 )
+                instead = decision.delivery.fallback
+                assert instead is not None  # _generate only sheds with a fallback to go to
+                fell_back = (
+                    f"{delivery} shed by {name} (HTTP {err.status}) → {instead} "
+                    f"(route.delivery_fallback.{delivery})"
+                )
+                _hold_more(
+                    ctx, job, price_for(settings, model, job.image_size, instead), instead, routes
+                )
+                delivery, reason = instead, fell_back
+                continue
+            except BackendError as err:
+                routes.append(
+                    _record(
+                        attempt, reason, delivery, err.kind, getattr(err, "attempts", 1), retried
+                    )
+                )
+                last = err
+                break
+            except InputError as err:  # e.g. a Vertex-only option on a job falling back
+                _give_back(ctx, job)
+                routes.append(_record(attempt, reason, delivery, "invalid request"))
+                raise JobFailed("failed", str(err), kind="InputError", routes=routes) from err
+            routes.append(_record(attempt, reason, delivery, "ok", image.attempts, retried))
+            bought = _Purchase(
+                image, model, name, delivery, fell_back, reason if move == "model" else None
             )
-            last = err
-            continue
-        except InputError as err:  # e.g. a Vertex-only option on a job falling back to AI Studio
-            _give_back(ctx, job)
-            routes.append(
-                RouteAttempt(backend=name, model=model, reason=reason, outcome="invalid request")
-            )
-            raise JobFailed("failed", str(err), kind="InputError", routes=routes) from err
-        routes.append(
-            RouteAttempt(
-                backend=name,
-                model=model,
-                reason=reason,
-                outcome="ok",
-                attempts=image.attempts,
-                retried=retried,
-            )
-        )
-        # Another model is billed at its own price (a Pro job answered by Nano Banana 2 costs
-        # what Nano Banana 2 costs); the reservation made for the job's model is released.
-        cost = price if move != "model" else price_per_image(model, job.image_size, settings.prices)
-        if job.job_id in ctx.reserved:
-            ctx.budget.commit(ctx.reserved.pop(job.job_id), actual=cost)
-        return await asyncio.to_thread(
-            store_master,
-            ctx,
-            job,
-            key,
-            claim,
-            image,
-            routes=routes,
-            price=cost,
-            model_fallback=reason if move == "model" else None,
-        )
+            return await _paid(ctx, job, key, claim, bought, routes)
     assert last is not None, "a route always has at least one backend"
     _give_back(ctx, job)
     status: JobStatus = "refused" if isinstance(last, Refused) else "failed"
     raise JobFailed(status, str(last), kind=type(last).__name__, routes=routes) from last
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """One backend and model of a job's tries, with what is sent to it."""
+
+    backend: BackendName
+    model: str  # the catalogue id (prices, records)
+    wire_model: str  # the id this backend knows it by
+    references: list[ReferenceImage]
+
+
+def _record(
+    attempt: _Attempt,
+    reason: str,
+    delivery: SyncDelivery,
+    outcome: str,
+    attempts: int = 1,
+    retried: list[str] | None = None,
+) -> RouteAttempt:
+    return RouteAttempt(
+        backend=attempt.backend,
+        model=attempt.model,
+        reason=reason,
+        delivery=delivery,
+        outcome=outcome,
+        attempts=attempts,
+        retried=retried or [],
+    )
+
+
+async def _generate(
+    ctx: ChainContext,
+    job: ImageJob,
+    decision: RouteDecision,
+    attempt: _Attempt,
+    delivery: SyncDelivery,
+    retried: list[str],
+) -> GeneratedImage:
+    """One backend, one delivery, under its retry policy; a shed call with somewhere to fall
+    back to ends at once as :class:`Shed` instead of being retried."""
+    settings = ctx.settings
+    fallback = decision.delivery.fallback if delivery == decision.delivery.delivery else None
+    return await generate_with_retries(
+        ctx.backends[attempt.backend],
+        _to_request(job, attempt.wire_model, attempt.references, delivery),
+        retry_policy(settings.generate.retry, delivery),
+        on_retry=lambda err, _n, _wait: retried.append(err.kind),
+        shed=lambda err: fallback is not None and is_shed(err, delivery, settings.route),
+    )
+
+
+def _hold_more(
+    ctx: ChainContext,
+    job: ImageJob,
+    price: float,
+    instead: SyncDelivery,
+    routes: list[RouteAttempt],
+) -> None:
+    """Raise the job's budget hold to ``price`` before buying it the dearer way, or stop."""
+    held = ctx.reserved.get(job.job_id, 0.0)
+    extra = max(0.0, price - held)
+    if extra and not ctx.budget.try_reserve(extra):
+        _give_back(ctx, job)
+        raise JobFailed(
+            "skipped_budget",
+            f"{routes[-1].delivery} was shed and buying it {instead} at {price:.4f} USD would pass "
+            f"budget.max_usd {ctx.settings.budget.max_usd}; job not bought",
+            kind="budget",
+            routes=routes,
+        )
+    ctx.reserved[job.job_id] = held + extra
+
+
+@dataclass(frozen=True)
+class _Purchase:
+    """One image bought: by which backend, model and delivery, and why not as decided."""
+
+    image: GeneratedImage
+    model: str
+    backend: BackendName
+    delivery: SyncDelivery
+    fell_back: str | None
+    model_fallback: str | None
+
+
+async def _paid(
+    ctx: ChainContext,
+    job: ImageJob,
+    key: str,
+    claim: Claim | None,
+    bought: _Purchase,
+    routes: list[RouteAttempt],
+) -> MasterRef:
+    """Charge what Google says it served, at the price of the model that answered (a
+    downgraded priority call costs standard; a Pro job answered by Nano Banana 2 costs what
+    Nano Banana 2 costs), then make the paid bytes durable."""
+    image, asked = bought.image, bought.delivery
+    billed = billed_delivery(asked, image.service_tier)
+    cost = price_for(ctx.settings, bought.model, job.image_size, billed)
+    note = bought.fell_back
+    if billed != asked:
+        downgrade = (
+            f"{asked} served as {image.service_tier} by {bought.backend}; billed as {billed}"
+        )
+        note = f"{note}; {downgrade}" if note else downgrade
+    held = ctx.reserved.pop(job.job_id, None)
+    if held is not None:
+        ctx.budget.commit(held, actual=cost)
+    return await asyncio.to_thread(
+        store_master,
+        ctx,
+        job,
+        key,
+        claim,
+        image,
+        routes=routes,
+        price=cost,
+        model=bought.model,
+        extra={
+            "billed_delivery": billed,
+            "service_tier": image.service_tier,
+            "delivery_fallback": note,
+            "model_fallback": bought.model_fallback,
+        },
+    )
 
 
 def store_master(
@@ -232,10 +368,14 @@ def store_master(
     *,
     routes: list[RouteAttempt],
     price: float,
-    model_fallback: str | None = None,
+    model: str | None = None,
+    extra: dict[str, object] | None = None,
 ) -> MasterRef:
-    """A paid image becomes the job's durable master (online answer or provider batch line)."""
-    ref = _describe(ctx, image.data, image.model, image.backend).model_copy(
+    """A paid image becomes the job's durable master (online answer or provider batch line).
+
+    ``model`` is the catalogue id when the backend knows the model by another name.
+    """
+    ref = _describe(ctx, image.data, model or image.model, image.backend).model_copy(
         update={
             "model_version": image.model_version,
             "response_id": image.response_id,
@@ -244,7 +384,7 @@ def store_master(
             "attempts": sum(r.attempts for r in routes),
             "estimated_usd": price,
             "routes": routes,
-            "model_fallback": model_fallback,
+            **(extra or {}),
         }
     )
     return _keep_paid(ctx, job, key, claim, image.data, ref)

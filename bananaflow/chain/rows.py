@@ -37,7 +37,15 @@ def base_row(
         presets=job.presets,
         quality_preset=job.quality,
         references=job.references,
-        routes=[RouteAttempt(backend=decision.backends[0], reason=decision.reason)],
+        routes=[
+            RouteAttempt(
+                backend=decision.backends[0],
+                reason=decision.reason,
+                delivery=decision.delivery.delivery,
+            )
+        ],
+        delivery=decision.delivery.delivery,
+        delivery_reason=decision.delivery.reason,
         started_at=started,
     )
 
@@ -62,6 +70,9 @@ def uploaded_row(
             "latency_s": 0.0 if master.reused else master.latency_s,
             "usage": master.usage,
             "estimated_usd": 0.0 if master.reused else master.estimated_usd,
+            "billed_delivery": master.billed_delivery,
+            "service_tier": master.service_tier,
+            "delivery_fallback": master.delivery_fallback,
             "bytes_raw": master.bytes,
             "bytes_final": compressed.bytes,
             "width": compressed.width,

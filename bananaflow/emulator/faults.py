@@ -29,10 +29,15 @@ AUTH = frozenset({"token_expired"})
 # Faults of a whole provider batch, taken when it is created: it ends EXPIRED or FAILED, or
 # ``params.lines`` of its lines answer with an error or are left out of the output.
 BATCH = frozenset({"batch_expired", "batch_failed", "batch_line_error", "batch_line_missing"})
-ALL_FAULTS = GENERIC | IMAGE_BODY | GENERATION | TOKEN | AUTH | BATCH
+# Faults of a service tier, taken only by a call served at that tier: a flex call shed, a
+# priority call served (and billed) as standard. Their random rates are profile fields
+# (``flex_shed_rate``, ``priority_downgrade_rate``), not ``fault_rates``.
+TIER_OF_FAULT: dict[str, str] = {"flex_shed": "flex", "priority_downgrade": "priority"}
+TIER = frozenset(TIER_OF_FAULT)
+ALL_FAULTS = GENERIC | IMAGE_BODY | GENERATION | TOKEN | AUTH | BATCH | TIER
 
 APPLICABLE: dict[str, frozenset[str]] = {
-    "image": GENERIC | IMAGE_BODY | GENERATION,
+    "image": GENERIC | IMAGE_BODY | GENERATION | TIER,
     "text": GENERIC,
     "upscale": GENERIC | IMAGE_BODY,
     "token": TOKEN,
@@ -51,11 +56,14 @@ class ForcedFault:
     operation: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
 
-    def matches(self, kind: RequestKind, backend: str, operation: str) -> bool:
+    def matches(
+        self, kind: RequestKind, backend: str, operation: str, tier: str | None = None
+    ) -> bool:
         return (
             self.fault in APPLICABLE[kind]
             and self.backend in (None, backend)
             and self.operation in (None, operation)
+            and TIER_OF_FAULT.get(self.fault, tier) == tier
         )
 
     def describe(self) -> dict[str, Any]:
@@ -80,10 +88,12 @@ class FaultQueue:
             raise ValueError("count must be at least 1")
         self._queue.append(fault)
 
-    def take(self, kind: RequestKind, backend: str, operation: str) -> ForcedFault | None:
-        """Consume one use of the oldest matching fault."""
+    def take(
+        self, kind: RequestKind, backend: str, operation: str, tier: str | None = None
+    ) -> ForcedFault | None:
+        """Consume one use of the oldest matching fault (``tier``: the call's service tier)."""
         for i, f in enumerate(self._queue):
-            if f.matches(kind, backend, operation):
+            if f.matches(kind, backend, operation, tier):
                 f.remaining -= 1
                 if f.remaining == 0:
                     del self._queue[i]

@@ -75,7 +75,7 @@ MAX_UPSCALE_PIXELS = 17_000_000
 VERTEX_JPEG_DEFAULT_QUALITY = 75  # what Vertex uses when JPEG is asked without a quality
 # Faults answered with an error status instead of a body.
 ERROR_FAULTS = frozenset(
-    {"quota", "quota_daily", "quota_billing", "500", "502", "503", "504", "hang"}
+    {"quota", "quota_daily", "quota_billing", "500", "502", "503", "504", "hang", "flex_shed"}
 )
 # A token dies of age or revocation, never in the instant after it was issued: random expiry
 # spares tokens younger than this (scaled), so a client's refresh-and-replay cannot meet a
@@ -408,18 +408,55 @@ def _service_tier(ctx: Ctx, requested: str | None) -> str:
     return requested if requested in tiers else "standard"
 
 
-def _traffic_type(ctx: Ctx, requested: str | None) -> str:
-    """Vertex's billing pool, from the request-type headers (or the body's serviceTier).
+def _requested_tier(ctx: Ctx, body_tier: str | None) -> str:
+    """The tier a call asks for and the model offers: the body's ``serviceTier`` (the SDK sends
+    it on both platforms) or, on Vertex, the request-type headers, which win.
 
     ``dedicated`` means Provisioned Throughput only; the emulator has bought none, so every
     such call is over its order: 429, the documented PT text.
     """
-    headers = ctx.request.headers
-    if headers.get(REQUEST_TYPE_HEADER, "").lower() == "dedicated":
-        raise msg.provisioned_throughput_exceeded()
-    shared = headers.get(SHARED_REQUEST_TYPE_HEADER, "").lower() or requested
-    tier = _service_tier(ctx, shared if shared in TRAFFIC_OF_TIER else None)
-    return TRAFFIC_OF_TIER.get(tier, "ON_DEMAND")
+    requested = body_tier
+    if ctx.route.backend == "vertex":
+        headers = ctx.request.headers
+        if headers.get(REQUEST_TYPE_HEADER, "").lower() == "dedicated":
+            raise msg.provisioned_throughput_exceeded()
+        shared = headers.get(SHARED_REQUEST_TYPE_HEADER, "").lower()
+        if shared in TRAFFIC_OF_TIER:
+            requested = shared
+    return _service_tier(ctx, requested)
+
+
+def _traffic_type(ctx: Ctx, tier: str) -> str:
+    """Vertex's billing pool for the tier that served the call; AI Studio has none."""
+    return TRAFFIC_OF_TIER.get(tier, "ON_DEMAND") if ctx.route.backend == "vertex" else ""
+
+
+def _tier_fate(ctx: Ctx, tier: str) -> str:
+    """Seeded tier behaviour: a flex call shed, a priority call served as standard.
+
+    No draw at rate 0, so seeded runs without tier simulation see the same faults as before.
+    """
+    p = ctx.profile
+    if tier == "flex" and p.flex_shed_rate > 0 and ctx.state.rng.random() < p.flex_shed_rate:
+        ctx.state.note_fault(ctx.call, "random:flex_shed")
+        _shed(ctx, p.flex_shed_status)
+    if (
+        tier == "priority"
+        and p.priority_downgrade_rate > 0
+        and ctx.state.rng.random() < p.priority_downgrade_rate
+    ):
+        ctx.state.note_fault(ctx.call, "random:priority_downgrade")
+        return "standard"
+    return tier
+
+
+def _shed(ctx: Ctx, status: int) -> None:
+    """A flex call turned away for lack of capacity (Google's exact answer is unverified)."""
+    if status == 503:
+        raise msg.unavailable()
+    if ctx.route.backend == "vertex":
+        raise msg.vertex_quota()
+    raise msg.aistudio_busy(30.0 * ctx.scale)
 
 
 def _admit(ctx: Ctx) -> None:
@@ -510,15 +547,19 @@ async def _error_fault(ctx: Ctx, name: str, params: dict[str, Any]) -> None:
         raise msg.unavailable()
     if name == "504":
         raise msg.deadline()
+    if name == "flex_shed":
+        _shed(ctx, int(params.get("status", p.flex_shed_status)))
     code = int(name)
     if code in msg.STATUS_NAMES:
         raise msg.error(code, str(params.get("message", "Emulated failure.")))
     raise msg.ApiError(code, {"error": {"code": code, "message": "Emulated failure."}})
 
 
-async def _take_fault(ctx: Ctx, kind: flt.RequestKind) -> flt.ForcedFault | None:
+async def _take_fault(
+    ctx: Ctx, kind: flt.RequestKind, tier: str | None = None
+) -> flt.ForcedFault | None:
     """Consume a forced fault; error faults are answered right here."""
-    forced = ctx.state.faults.take(kind, ctx.route.backend, ctx.route.operation)
+    forced = ctx.state.faults.take(kind, ctx.route.backend, ctx.route.operation, tier)
     if forced is None:
         return None
     ctx.state.note_fault(ctx.call, forced.fault)
@@ -642,7 +683,7 @@ def _draft_spec(final: ImageSpec) -> ImageSpec:
     )
 
 
-def _meta(ctx: Ctx, req: GenerateRequest, thoughts: int, traffic: str) -> resp.Meta:
+def _meta(ctx: Ctx, req: GenerateRequest, thoughts: int, tier: str) -> resp.Meta:
     spec = image_model(ctx.route.model)
     return resp.Meta(
         ctx.route,
@@ -651,7 +692,8 @@ def _meta(ctx: Ctx, req: GenerateRequest, thoughts: int, traffic: str) -> resp.M
         thoughts,
         req.reference_count,
         spec.input_image_tokens if spec is not None else PRO.input_image_tokens,
-        traffic,
+        _traffic_type(ctx, tier),
+        tier,
     )
 
 
@@ -671,10 +713,11 @@ async def image_answer(
     entry.update(prompt=req.prompt, aspect_ratio=req.aspect_ratio, image_size=req.image_size)
     if req.seed is not None:
         entry["seed"] = req.seed
-    traffic = _traffic_type(ctx, req.service_tier) if ctx.route.backend == "vertex" else ""
-    forced = await _take_fault(ctx, "image")
+    tier = _requested_tier(ctx, req.service_tier)
+    forced = await _take_fault(ctx, "image", tier)
     if forced is None:
         _admit(ctx)
+        tier = _tier_fate(ctx, tier)
         random_fault = _roll_random_fault(ctx)
         if random_fault is not None:
             ctx.state.note_fault(ctx.call, f"random:{random_fault}")
@@ -687,15 +730,19 @@ async def image_answer(
             refusal = FORCED_REFUSALS[forced.fault]
     else:
         refusal = FORCED_REFUSALS.get(forced.fault)
+        if forced.fault == "priority_downgrade":
+            tier = "standard"
+    entry["service_tier"] = tier
     seed = f"{req.prompt}\x00{req.aspect_ratio}\x00{req.image_size}\x00{ctx.route.backend}"
     if req.seed is not None:
         seed += f"\x00{req.seed}"
-    tier = _service_tier(ctx, req.service_tier)
     blocked = refusal == "PROMPT_BLOCKED"  # blocked before the model runs: no thoughts
-    meta = _meta(ctx, req, 0 if blocked else _thoughts(ctx.route.model, req.prompt), traffic)
+    thoughts = 0 if blocked else _thoughts(ctx.route.model, req.prompt)
+    meta = _meta(ctx, req, thoughts, tier)
     if blocked:  # ... and no latency
         return resp.refusal_body(meta, "PROMPT_BLOCKED"), forced, "refused", tier
-    latency = _latency(ctx, req.image_size)
+    slower = ctx.profile.flex_latency_factor if tier == "flex" else 1.0
+    latency = _latency(ctx, req.image_size, slower)
     if refusal is not None:
         await _sleep(latency)
         return resp.refusal_body(meta, refusal), forced, "refused", tier
@@ -741,13 +788,13 @@ async def image_answer(
 
 async def _generate_text(ctx: Ctx, req: GenerateRequest) -> Response:
     ctx.call.entry["prompt"] = req.prompt
-    traffic = _traffic_type(ctx, req.service_tier) if ctx.route.backend == "vertex" else ""
+    tier = _requested_tier(ctx, req.service_tier)
     forced = await _take_fault(ctx, "text")
     await _sleep(_latency(ctx, "1K", factor=0.25))
     text = rewrite(req.prompt)
-    meta = _meta(ctx, req, 0, traffic)
+    meta = _meta(ctx, req, 0, tier)
     body = resp.text_body(meta, text, count_tokens(text))
-    return await _respond(ctx, body, forced, tier=_service_tier(ctx, req.service_tier))
+    return await _respond(ctx, body, forced, tier=tier)
 
 
 async def _upscale(ctx: Ctx, body: Any) -> Response:

@@ -2,9 +2,9 @@
 
 Clients must scan every part (a text part usually comes first), skip thought parts (the Pro
 model's interim images come before the final one), and read refusals from HTTP-200 bodies, so
-the bodies here include those features on purpose. Fields the official SDK's types do not have
-(``usageMetadata.serviceTier``) are not sent: the service tier travels in the
-``x-gemini-service-tier`` header (AI Studio) and ``usageMetadata.trafficType`` (Vertex).
+the bodies here include those features on purpose. The service tier that served a call is in
+``usageMetadata``: ``serviceTier`` on AI Studio (as live answers carry it, also in the
+``x-gemini-service-tier`` header), ``trafficType`` on Vertex.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class Meta:
     image_inputs: int = 0
     image_input_tokens: int = 258
     traffic_type: str = "ON_DEMAND"
+    service_tier: str = "standard"
 
     @property
     def prompt_tokens(self) -> int:
@@ -76,6 +77,8 @@ class Meta:
             usage["thoughtsTokenCount"] = self.thoughts_tokens
         if self.route.backend == "vertex":
             usage["trafficType"] = self.traffic_type
+        else:
+            usage["serviceTier"] = self.service_tier
         return usage
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from bananaflow.config import EmulatorSettings
 from bananaflow.emulator.auth import TokenStore
 from bananaflow.emulator.batchstate import AsyncStore
-from bananaflow.emulator.faults import ALL_FAULTS, FaultQueue
+from bananaflow.emulator.faults import ALL_FAULTS, TIER, FaultQueue
 from bananaflow.emulator.imagegen import RenderCache
 from bananaflow.emulator.quota import BackendQuota
 
@@ -38,13 +38,15 @@ class Call:
 
 def check_fault_rates(settings: EmulatorSettings) -> None:
     """A misspelt fault name would silently inject nothing; refuse it when the app is built."""
+    rated = ALL_FAULTS - TIER  # tier faults have their own rate fields
     for name, profile in settings.profiles.items():
-        unknown = sorted(set(profile.fault_rates) - ALL_FAULTS)
+        unknown = sorted(set(profile.fault_rates) - rated)
         if unknown:
-            known = ", ".join(sorted(ALL_FAULTS))
+            known = ", ".join(sorted(rated))
             raise ValueError(
                 f"emulator.profiles.{name}.fault_rates: unknown fault(s) {', '.join(unknown)}; "
-                f"known: {known}"
+                f"known: {known} (flex shedding and priority downgrades: flex_shed_rate, "
+                "priority_downgrade_rate)"
             )
 
 

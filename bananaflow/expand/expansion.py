@@ -212,6 +212,7 @@ def expand(
                             model=model,
                             quality=quality,
                             references=references,
+                            delivery=spec.delivery,
                         )
                     )
     return jobs

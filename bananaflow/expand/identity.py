@@ -45,12 +45,14 @@ def compute_job_id(
     return hashlib.sha256(_canonical(payload)).hexdigest()[:16]
 
 
+# How an image is bought is not what it is: the same image at another price keeps its name.
+_NOT_IDENTITY = {"id", "delivery"}
 # Fields added after spec ids were first hashed: left out while unset, so old ids hold.
 _LATER_FIELDS = ("quality", "references")
 
 
 def spec_hash(spec: PromptSpec) -> str:
-    data = spec.model_dump(mode="json", exclude={"id"})
+    data = spec.model_dump(mode="json", exclude=_NOT_IDENTITY)
     for name in _LATER_FIELDS:
         if not data.get(name):
             data.pop(name, None)

@@ -14,7 +14,7 @@ from pydantic import (
     model_validator,
 )
 
-from bananaflow.generation import AspectRatio, BackendName, ImageSize
+from bananaflow.generation import AspectRatio, BackendName, Delivery, ImageSize
 from bananaflow.records import ReferenceRef
 
 MAX_PROMPT_CHARS = 30_000  # the API's limit; ImageRequest enforces the same bound
@@ -59,6 +59,9 @@ class PromptSpec(BaseModel):
     references: list[str | RunOutput] = Field(
         default_factory=list,
         description="Images sent with the prompt: paths, file:// or gs:// URLs, {run, job}.",
+    )
+    delivery: Delivery | None = Field(
+        None, description="How to buy these images; None takes the run's or the config's."
     )
 
     @field_validator(*LIST_FIELDS, mode="before")
@@ -106,6 +109,9 @@ class ImageJob(BaseModel):
     presets: list[str] = Field(default_factory=list)
     backend: BackendName | None = None
     model: str | None = None
+    delivery: Delivery | None = Field(
+        None, description="The spec's delivery, if it named one; not part of the job id."
+    )
     rewritten: bool = False
     quality: str | None = None
     references: list[ReferenceRef] = Field(default_factory=list)
