@@ -16,7 +16,7 @@ from bananaflow.expand import ImageJob, PromptSpec, expand, load_batch
 from bananaflow.generation import BackendName
 from bananaflow.pricing import price_per_image
 from bananaflow.routing import RouteDecision, route
-from bananaflow.storage import Store
+from bananaflow.storage import open_store
 
 
 def collect_specs(prompts: list[str], batch_file: str | None) -> list[PromptSpec]:
@@ -45,18 +45,33 @@ def check_prices(settings: Settings, jobs: list[ImageJob], decisions: list[Route
             price_per_image(model_for(job, name, settings), job.image_size, settings.prices)
 
 
+def _from_blocks(settings: Settings) -> set[BackendName]:
+    """Backends whose credentials a Prefect block holds: the flow reads and checks those (this
+    module cannot reach Prefect), still before anything is paid for."""
+    named: set[BackendName] = set()
+    if settings.backends.aistudio.api_key_block:
+        named.add("aistudio")
+    if settings.backends.vertex.credentials_block:
+        named.add("vertex")
+    return named
+
+
 def preflight(
     settings: Settings,
     prompts: list[str],
     batch_file: str | None,
     override: BackendName | None = None,
 ) -> list[ImageJob]:
-    """Raise the first problem as a readable error; return the planned jobs when all is well."""
+    """Raise the first problem as a readable error; return the planned jobs when all is well.
+
+    Storage and backends whose credentials come from Prefect blocks are left to the flow.
+    """
     jobs, decisions = plan_jobs(settings, prompts, batch_file, override)
     check_upload_names(settings)  # names are otherwise first built after the image is paid for
     check_prices(settings, jobs, decisions)
-    Store(settings.storage.url, settings.storage.options).check_writable()
+    if not settings.storage.credentials_block:
+        open_store(settings.storage).check_writable()
     if not settings.emulator.embedded:  # the embedded emulator supplies its own credentials
-        for name in sorted({b for d in decisions for b in d.backends}):
+        for name in sorted({b for d in decisions for b in d.backends} - _from_blocks(settings)):
             asyncio.run(create_backend(name, settings).aclose())
     return jobs
