@@ -8,7 +8,9 @@ from* (the file, the env var or the flag) and pydantic-settings loses that.
 Env overrides use ``BANANAFLOW_`` plus the dotted path with ``__`` between levels, e.g.
 ``BANANAFLOW_STAGE=prod`` or ``BANANAFLOW_BACKENDS__VERTEX__PROJECT=my-proj``. Credentials keep
 Google's own variables: ``GEMINI_API_KEY``/``GOOGLE_API_KEY``, ``GOOGLE_APPLICATION_CREDENTIALS``,
-``GOOGLE_CLOUD_PROJECT``.
+``GOOGLE_CLOUD_PROJECT``. Or they are kept in Prefect blocks, named here (``*_block``): the
+flow reads those at run time and fills the ``SecretStr`` fields below; this module never talks to
+Prefect.
 """
 
 from __future__ import annotations
@@ -115,6 +117,13 @@ class AIStudioSettings(_Model):
     api_key: SecretStr | None = Field(
         None, description="Prefer GEMINI_API_KEY / GOOGLE_API_KEY over writing it here."
     )
+    api_key_block: str | None = Field(
+        None,
+        description=(
+            "Name of a Prefect Secret block holding the key; read at run time, it wins over "
+            "api_key and GEMINI_API_KEY."
+        ),
+    )
     requests_per_minute: int = Field(60, ge=1)
     concurrency: int = Field(5, ge=1)
 
@@ -131,6 +140,20 @@ class VertexSettings(_Model):
     upscale_model: str = "imagen-4.0-upscale-preview"
     credentials_file: Path | None = Field(
         None, description="Service-account JSON; None uses Application Default Credentials."
+    )
+    credentials_block: str | None = Field(
+        None,
+        description=(
+            "Name of a prefect-gcp GcpCredentials block; read at run time, it wins over "
+            "credentials_file and fills project when that is empty."
+        ),
+    )
+    credentials_info: SecretStr | None = Field(
+        None,
+        description=(
+            "Service-account key JSON, filled from credentials_block at run time; prefer the "
+            "block or credentials_file over writing it here."
+        ),
     )
     requests_per_minute: int = Field(300, ge=1)
     concurrency: int = Field(20, ge=1)
@@ -450,6 +473,20 @@ class StorageSettings(_Model):
     url: str = Field("file://./output", description="Any fsspec URL: file://, gs://, memory://")
     options: dict[str, Any] = Field(
         default_factory=dict, description="fsspec storage options, e.g. gcsfs endpoint_url."
+    )
+    credentials_block: str | None = Field(
+        None,
+        description=(
+            "Name of a prefect-gcp GcpCredentials block for gs:// storage; read at run time, "
+            "it wins over options.token."
+        ),
+    )
+    credentials_info: SecretStr | None = Field(
+        None,
+        description=(
+            "Service-account key JSON for gs://, filled from credentials_block at run time "
+            "and handed to gcsfs as its token."
+        ),
     )
 
 

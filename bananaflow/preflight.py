@@ -17,7 +17,7 @@ from bananaflow.expand.references import absolute
 from bananaflow.generation import BackendName, Delivery
 from bananaflow.pricing import price_for
 from bananaflow.routing import RouteDecision, route
-from bananaflow.storage import Store
+from bananaflow.storage import open_store
 from bananaflow.tiers import check_jobs, fallback_models
 
 
@@ -78,6 +78,17 @@ def check_prices(settings: Settings, jobs: list[ImageJob], decisions: list[Route
                     price_for(settings, other, job.image_size, delivery)
 
 
+def _from_blocks(settings: Settings) -> set[BackendName]:
+    """Backends whose credentials a Prefect block holds: the flow reads and checks those (this
+    module cannot reach Prefect), still before anything is paid for."""
+    named: set[BackendName] = set()
+    if settings.backends.aistudio.api_key_block:
+        named.add("aistudio")
+    if settings.backends.vertex.credentials_block:
+        named.add("vertex")
+    return named
+
+
 def preflight(
     settings: Settings,
     prompts: list[str],
@@ -86,14 +97,18 @@ def preflight(
     references: list[str] | None = None,
     delivery_override: Delivery | None = None,
 ) -> list[ImageJob]:
-    """Raise the first problem as a readable error; return the planned jobs when all is well."""
+    """Raise the first problem as a readable error; return the planned jobs when all is well.
+
+    Storage and backends whose credentials come from Prefect blocks are left to the flow.
+    """
     jobs, decisions = plan_jobs(
         settings, prompts, batch_file, override, references, delivery_override
     )
     check_upload_names(settings)  # names are otherwise first built after the image is paid for
     check_prices(settings, jobs, decisions)
-    Store(settings.storage.url, settings.storage.options).check_writable()
+    if not settings.storage.credentials_block:
+        open_store(settings.storage).check_writable()
     if not settings.emulator.embedded:  # the embedded emulator supplies its own credentials
-        for name in sorted({b for d in decisions for b in d.backends}):
+        for name in sorted({b for d in decisions for b in d.backends} - _from_blocks(settings)):
             asyncio.run(create_backend(name, settings).aclose())
     return jobs

@@ -10,6 +10,12 @@ Per backend, two global limits that every worker shares (``tasks/limits.py`` tak
   ceiling, never an overshoot.
 - ``<prefix>-<backend>-concurrency``: requests in flight.
 
+And one automation, ``<prefix>-crash-dead-chunks``: a chunk run of a scale-out batch (tag
+``bananaflow-chunk``; its deployment makes it send a heartbeat event every 30 s) that has sent
+none for 90 s lost its worker, so it is marked CRASHED and its parent starts the chunk again on a
+live worker (``tasks/chunks.py``). Prefect's own zombie-flow recipe, scoped to our chunk runs:
+other flow runs on a shared server heartbeat at their own pace and must not be touched.
+
 Running it again changes nothing and says so; after a config change it updates exactly the
 limits whose values changed, so it is safe to run on every deploy.
 """
@@ -17,6 +23,7 @@ limits whose values changed, so it is safe to run on every deploy.
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 from typing import Literal
 
 from prefect import get_client
@@ -26,6 +33,10 @@ from prefect.client.schemas.actions import (
     GlobalConcurrencyLimitUpdate,
     WorkPoolCreate,
 )
+from prefect.client.schemas.objects import StateType
+from prefect.events.actions import ChangeFlowRunState
+from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+from prefect.events.schemas.events import ResourceSpecification
 from prefect.exceptions import ObjectNotFound
 from pydantic import BaseModel
 
@@ -34,6 +45,8 @@ from bananaflow.generation import BackendName
 from bananaflow.tasks.limits import limit_names
 
 DEFAULT_POOL = "bananaflow-pool"
+CHUNK_TAG = "bananaflow-chunk"  # deployments/prefect.yaml tags generate-chunk with it
+DEAD_CHUNK_AFTER_S = 90  # three missed heartbeats (PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30)
 POOL_TYPE = "process"
 
 Verb = Literal["created", "updated", "unchanged"]
@@ -111,11 +124,67 @@ async def _ensure_limit(client: PrefectClient, spec: LimitSpec) -> Verb:
     return "updated"
 
 
+def dead_chunk_automation(settings: Settings) -> AutomationCore:
+    """Mark a chunk run CRASHED once its heartbeats stop (see the module docstring)."""
+    return AutomationCore(
+        name=f"{settings.limits.name_prefix}-crash-dead-chunks",
+        description=(
+            f"A bananaflow chunk run that sent no heartbeat for {DEAD_CHUNK_AFTER_S} s lost its "
+            "worker: marked Crashed, its parent batch starts the chunk again."
+        ),
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+            },
+            match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
+            match_related=ResourceSpecification(
+                {"prefect.resource.role": "tag", "prefect.resource.id": f"prefect.tag.{CHUNK_TAG}"}
+            ),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=DEAD_CHUNK_AFTER_S),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=f"no heartbeat for {DEAD_CHUNK_AFTER_S} s: its worker is gone",
+            )
+        ],
+    )
+
+
+async def _ensure_automation(client: PrefectClient, wanted: AutomationCore) -> Verb:
+    found = await client.read_automations_by_name(wanted.name)
+    if not found:
+        await client.create_automation(wanted)
+        return "created"
+    (first, *extra) = found
+    for duplicate in extra:
+        await client.delete_automation(duplicate.id)
+    same = AutomationCore.model_validate(first.model_dump(exclude={"id", "created", "updated"}))
+    if same.model_dump() == wanted.model_dump() and not extra:  # sets: order-free
+        return "unchanged"
+    await client.update_automation(first.id, wanted)
+    return "updated"
+
+
 async def setup_prefect(settings: Settings, pool: str = DEFAULT_POOL) -> list[str]:
-    """Create or update the work pool and the limits; returns one report line per object."""
+    """Create or update the work pool, the limits and the automation; one report line each."""
     async with get_client() as client:
         report = [await _ensure_pool(client, pool)]
         for spec in limit_specs(settings):
             verb = await _ensure_limit(client, spec)
             report.append(f"limit {spec.name}: {verb} ({spec.describe()})")
+        automation = dead_chunk_automation(settings)
+        verb = await _ensure_automation(client, automation)
+        report.append(
+            f"automation {automation.name}: {verb} (chunk runs silent for "
+            f"{DEAD_CHUNK_AFTER_S} s are marked Crashed)"
+        )
     return report

@@ -25,6 +25,7 @@ from bananaflow.config import load_settings
 from bananaflow.parameters import FormParameters
 from bananaflow.records import RunSummary
 from bananaflow.tasks.batch import cancel_batches, publish_pending_batches
+from bananaflow.tasks.blocks import with_blocks
 from bananaflow.tasks.chain import CHAIN
 from bananaflow.tasks.report import ProgressArtifact, publish_report
 
@@ -41,7 +42,7 @@ class CollectParameters(FormParameters):
 @flow(name="collect-batches")
 async def collect_batches(params: CollectParameters | None = None) -> list[RunSummary]:
     params = params or CollectParameters()
-    settings = standin.apply(load_settings(params.config))
+    settings = await with_blocks(standin.apply(load_settings(params.config)))
     if params.cancel_run:
         await cancel_batches(settings, params.cancel_run)
     summaries = []

@@ -27,6 +27,7 @@ from bananaflow.generation import ImageSize
 from bananaflow.parameters import FormParameters
 from bananaflow.render import render_all
 from bananaflow.runid import new_run_id
+from bananaflow.tasks.blocks import with_blocks
 from bananaflow.tasks.chain import CHAIN
 from bananaflow.tasks.compare import publish_comparison
 from bananaflow.tasks.expand import expand_prompts
@@ -57,7 +58,7 @@ async def compare(params: CompareParameters | None = None) -> ComparisonReport:
     params = params or CompareParameters()
     run_id = f"compare-{new_run_id(flow_run.get_id())}"
     settings = comparison.measured(
-        standin.apply(load_settings(params.config, params.overrides(run_id)))
+        await with_blocks(standin.apply(load_settings(params.config, params.overrides(run_id))))
     )
     base = expand_prompts(params.prompts, params.batch_file, settings.expand, settings.generate)
     if not base:

@@ -25,6 +25,7 @@ from bananaflow.render import render_all
 from bananaflow.routing import RouteDecision, partition_by_delivery
 from bananaflow.runid import new_run_id
 from bananaflow.tasks.batch import publish_pending_batches
+from bananaflow.tasks.blocks import with_blocks
 from bananaflow.tasks.chain import CHAIN
 from bananaflow.tasks.expand import expand_prompts, rewrite_prompts
 from bananaflow.tasks.limits import global_limiters
@@ -36,7 +37,7 @@ from bananaflow.tasks.route import route_jobs
 async def generate_images(params: GenerateParameters | None = None) -> RunSummary:
     params = params or GenerateParameters()
     return_large_buffers_to_os()  # 4K masters: keep peak memory from becoming the floor
-    settings = standin.apply(load_settings(params.config, params.overrides()))
+    settings = await with_blocks(standin.apply(load_settings(params.config, params.overrides())))
     run_id = new_run_id(flow_run.get_id())
     jobs = params.jobs + expand_prompts(
         params.prompts,

@@ -37,6 +37,7 @@ from bananaflow.promotion import DevRun, PromotionSummary
 from bananaflow.records import ManifestRow, RunSummary
 from bananaflow.render import render_all
 from bananaflow.runid import new_run_id
+from bananaflow.tasks.blocks import with_blocks
 from bananaflow.tasks.chain import CHAIN
 from bananaflow.tasks.limits import global_limiters
 from bananaflow.tasks.promote import link_dev_rows, read_dev_run
@@ -91,8 +92,8 @@ class PromoteParameters(FormParameters):
 
 @flow(name="promote")
 async def promote(params: PromoteParameters) -> PromotionSummary:
-    dev_settings = load_settings(params.source_config)
-    prod_settings = load_settings(params.config, params.overrides())
+    dev_settings = await with_blocks(load_settings(params.source_config))
+    prod_settings = await with_blocks(load_settings(params.config, params.overrides()))
     quality, preset, size = promotion.prod_target(
         prod_settings.generate, params.quality, params.image_size
     )
@@ -162,15 +163,17 @@ async def render_in_prod(settings: Settings, plan: promotion.PromotionPlan) -> R
 async def find_dev_run(source_run: str, dev_settings: Settings) -> DevRun:
     """Resolve ``source_run`` to a run in a store and read its manifest."""
     ref = promotion.parse_source_run(source_run)
-    url, options = dev_settings.storage.url, dev_settings.storage.options
+    storage = dev_settings.storage
+    url, options, credentials = storage.url, storage.options, storage.credentials_info
     if ref.kind == "manifest":
         assert ref.store_url is not None
-        same_scheme = ref.store_url.split("://")[0] == url.split("://")[0]
-        url, options = ref.store_url, options if same_scheme else {}
+        if ref.store_url.split("://")[0] != url.split("://")[0]:
+            options, credentials = {}, None
+        url = ref.store_url
     elif ref.kind == "flow_run":
         assert ref.flow_run_id is not None
         url = await _dev_flow_run_output(ref.flow_run_id) or url
-    return read_dev_run(ref, url, options)
+    return read_dev_run(ref, url, options, credentials)
 
 
 async def _dev_flow_run_output(flow_run_id: uuid.UUID) -> str | None:

@@ -27,6 +27,7 @@ from bananaflow.errors import BananaflowError, InputError
 from bananaflow.parameters import FormParameters, GenerateParameters
 from bananaflow.records import RunSummary
 from bananaflow.runid import new_run_id
+from bananaflow.tasks.blocks import with_blocks
 from bananaflow.tasks.chunks import publish_chunks, run_chunk
 from bananaflow.tasks.expand import expand_prompts
 from bananaflow.tasks.report import publish_report
@@ -50,7 +51,7 @@ class ScaleParameters(FormParameters):
 @flow(name="generate-batch")
 async def generate_batch(params: ScaleParameters | None = None) -> RunSummary:
     params = params or ScaleParameters()
-    settings = load_settings(params.batch.config, params.batch.overrides())
+    settings = await with_blocks(load_settings(params.batch.config, params.batch.overrides()))
     run_id = new_run_id(flow_run.get_id())
     jobs = unique_jobs(
         params.batch.jobs

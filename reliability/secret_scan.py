@@ -124,7 +124,7 @@ async def _provoke(kind: str, settings_path: Path, **force: Any) -> str:
     return "(no error)"
 
 
-def _prefect_texts(flow_run_id: Any) -> dict[str, str]:
+def prefect_texts(flow_run_id: Any) -> dict[str, str]:
     """The flow run, its task runs, logs and artifacts, as the Prefect API returns them."""
     return asyncio.run(_read_prefect(flow_run_id))
 
@@ -316,7 +316,7 @@ def run_secret_scan(jobs: int = 6, *, workdir: Path | None = None) -> SecretScan
         tokens_issued = int(emu.control.stats()["tokens_issued_total"])
         sa_text = sa.read_text()
         issued_token = emu.server.state.tokens.issue() if emu.server else ""
-    texts.update(_prefect_texts(flow_run_id))
+    texts.update(prefect_texts(flow_run_id))
     texts.update({f"exception: {k}": v for k, v in errors.items()})
     canaries = {"API key": canary_key, "API key (random part)": canary_key[10:]}
     canaries["bearer token"] = TOKEN_MARKER

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import FlowRun
@@ -13,23 +13,40 @@ from bananaflow.parameters import GenerateParameters
 from bananaflow.records import ManifestRow
 
 CHUNK_POLL_S = 2.0
+CHUNK_RESTARTS = 2  # a chunk whose run crashed is started again at most this often
 
 
 async def run_chunk(
     deployment: str, batch: GenerateParameters, chunk: Chunk, parent_run_id: str
 ) -> ChunkRun:
-    """One chunk as a deployment run (a subflow of this run in the UI); waits for its end."""
+    """One chunk as a deployment run (a subflow of this run in the UI); waits for its end.
+
+    A chunk run that ends Crashed lost its infrastructure: its worker or machine died (the
+    automation of ``bananaflow setup`` marks a chunk run whose heartbeats stopped). The chunk is
+    started again as a new run, which any live worker picks up; the ledger hands it every image
+    the lost run already paid for, so only the jobs that were in flight are rendered again.
+    Failed is not retried: that is the chunk's own answer, and its rows say why.
+    """
     child = batch.model_copy(
         update={"prompts": [], "batch_file": None, "jobs": chunk.jobs, "max_usd": chunk.max_usd}
     )
-    flow_run: FlowRun = await arun_deployment(
-        deployment,
-        parameters={"params": child.model_dump(mode="json")},
-        flow_run_name=f"{parent_run_id}-chunk-{chunk.index:03d}",
-        timeout=None,
-        poll_interval=CHUNK_POLL_S,
-        as_subflow=True,
-    )
+    name = f"{parent_run_id}-chunk-{chunk.index:03d}"
+    for attempt in range(CHUNK_RESTARTS + 1):
+        flow_run: FlowRun = await arun_deployment(
+            deployment,
+            parameters={"params": child.model_dump(mode="json")},
+            flow_run_name=f"{name}-restart-{attempt}" if attempt else name,
+            timeout=None,
+            poll_interval=CHUNK_POLL_S,
+            as_subflow=True,
+        )
+        if not (flow_run.state and flow_run.state.is_crashed()) or attempt == CHUNK_RESTARTS:
+            break
+        get_run_logger().warning(
+            "chunk run %s crashed (%s); starting the chunk again",
+            flow_run.name,
+            flow_run.state.message,
+        )
     state = flow_run.state
     return ChunkRun(
         index=chunk.index,

@@ -6,6 +6,7 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from pydantic import SecretStr
 
 from bananaflow import promotion
 from bananaflow.errors import BananaflowError
@@ -16,8 +17,13 @@ from bananaflow.storage import Store
 
 
 @task(name="read_dev_run", cache_policy=NO_CACHE)
-def read_dev_run(ref: SourceRef, store_url: str, store_options: dict[str, Any]) -> DevRun:
-    store = Store(store_url, store_options)
+def read_dev_run(
+    ref: SourceRef,
+    store_url: str,
+    store_options: dict[str, Any],
+    store_credentials: SecretStr | None = None,
+) -> DevRun:
+    store = Store(store_url, store_options, credentials=store_credentials)
     run_id = ref.run_id
     if ref.kind == "flow_run":
         assert ref.flow_run_id is not None
@@ -27,6 +33,7 @@ def read_dev_run(ref: SourceRef, store_url: str, store_options: dict[str, Any]) 
         run_id=run_id,
         store_url=store.url,
         store_options=store_options,
+        store_credentials=store_credentials,
         manifest_uri=store.uri(manifest_path(run_id)),
         rows=promotion.load_dev_rows(store, run_id),
     )

@@ -107,8 +107,9 @@ def test_setup_twice_creates_then_reports_unchanged_and_matches_config(tmp_path:
 
     first_lines, second_lines = first.stdout.splitlines(), second.stdout.splitlines()
     assert first_lines[0] == f"work pool {pool}: created (process)"
-    assert len(first_lines) == 5 and all(": created (" in line for line in first_lines)
-    assert len(second_lines) == 5 and all(": unchanged (" in line for line in second_lines)
+    assert len(first_lines) == 6 and all(": created (" in line for line in first_lines)
+    assert len(second_lines) == 6 and all(": unchanged (" in line for line in second_lines)
+    assert first_lines[-1].startswith(f"automation {prefix}-crash-dead-chunks: created")
 
     expected = {
         f"{prefix}-aistudio-rpm": (1, 29 / 60),  # 30 rpm: 1 burst + 29 over the minute
@@ -155,6 +156,7 @@ def test_setup_after_a_config_change_updates_only_what_changed(tmp_path: Path) -
         f"limit {prefix}-aistudio-concurrency": "unchanged",
         f"limit {prefix}-vertex-rpm": "unchanged",
         f"limit {prefix}-vertex-concurrency": "updated",
+        f"automation {prefix}-crash-dead-chunks": "unchanged",
     }
     assert read_limit(f"{prefix}-aistudio-rpm").slot_decay_per_second == pytest.approx(
         5 / 60, abs=1e-6

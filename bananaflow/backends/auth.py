@@ -22,6 +22,7 @@ import google.auth.credentials
 import google.auth.exceptions
 import google.auth.transport.requests
 from google.oauth2 import service_account
+from pydantic import SecretStr
 
 from bananaflow.config import VertexSettings
 from bananaflow.errors import AuthError, ConfigError, Unavailable
@@ -36,7 +37,13 @@ _ADC_FIX = (
 )
 _SA_FIX = "download a service-account JSON key (IAM > Service accounts > Keys) and point to it"
 
-__all__ = ["SCOPES", "TokenSource", "load_credentials"]
+__all__ = [
+    "SCOPES",
+    "TokenSource",
+    "load_credentials",
+    "service_account_credentials",
+    "service_account_problem",
+]
 
 
 def load_credentials(
@@ -50,6 +57,11 @@ def load_credentials(
     """
     if credentials is not None:
         return google.auth.credentials.with_scopes_if_required(credentials, list(SCOPES))
+    if vertex.credentials_info is not None:
+        field = "backends.vertex." + (
+            "credentials_block" if vertex.credentials_block else "credentials_info"
+        )
+        return service_account_credentials(vertex.credentials_info, field)
     if vertex.credentials_file is not None:
         return _from_service_account_file(Path(vertex.credentials_file))
     return _from_adc()
@@ -69,26 +81,47 @@ def _from_service_account_file(path: Path) -> google.auth.credentials.Credential
         raise ConfigError(
             _FIELD, f"cannot read {path} ({e.__class__.__name__})", fix="check path and permissions"
         ) from None
+    return _from_info(text, _FIELD, str(path))
+
+
+def service_account_credentials(info: SecretStr, field: str) -> service_account.Credentials:
+    """Credentials from a service-account key's JSON text (a Prefect block's, typically).
+
+    ``field`` is the setting the error names; the key itself is never quoted.
+    """
+    return _from_info(info.get_secret_value(), field, "the service-account key")
+
+
+def service_account_problem(text: str) -> str | None:
+    """What makes ``text`` unusable as a service-account key, or None; never quotes the key."""
     try:
         info = json.loads(text)
     except ValueError:
-        raise ConfigError(_FIELD, f"{path} is not JSON", fix=_SA_FIX) from None
+        return "is not JSON"
     kind = info.get("type") if isinstance(info, dict) else None
     if kind != "service_account":
-        raise ConfigError(
-            _FIELD,
-            f"{path} is not a service-account key (type is {kind!r})",
-            fix=f"{_SA_FIX}; for gcloud user credentials unset credentials_file and use ADC",
-        )
+        return f"is not a service-account key (type is {kind!r})"
     missing = [k for k in ("client_email", "private_key", "token_uri") if not info.get(k)]
     if missing:
-        raise ConfigError(_FIELD, f"{path} lacks {', '.join(missing)}", fix=_SA_FIX)
+        return f"lacks {', '.join(missing)}"
+    return None
+
+
+def _from_info(text: str, field: str, what: str) -> service_account.Credentials:
+    problem = service_account_problem(text)
+    if problem:
+        fix = _SA_FIX
+        if "type is" in problem and field == _FIELD:
+            fix += "; for gcloud user credentials unset credentials_file and use ADC"
+        raise ConfigError(field, f"{what} {problem}", fix=fix)
     try:
-        return service_account.Credentials.from_service_account_file(str(path), scopes=list(SCOPES))
+        return service_account.Credentials.from_service_account_info(
+            json.loads(text), scopes=list(SCOPES)
+        )
     except (ValueError, TypeError, KeyError) as e:
         # The exception text is not shown: it could quote part of the key material.
         raise ConfigError(
-            _FIELD, f"{path} holds an unusable private key ({e.__class__.__name__})", fix=_SA_FIX
+            field, f"{what} holds an unusable private key ({e.__class__.__name__})", fix=_SA_FIX
         ) from None
 
 

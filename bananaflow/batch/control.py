@@ -12,12 +12,12 @@ from bananaflow.batch.book import BatchBook, BatchRecord
 from bananaflow.batch.provider import ProviderPool, Providers
 from bananaflow.config import Settings
 from bananaflow.errors import InputError, NotFound
-from bananaflow.storage import Store
+from bananaflow.storage import open_store
 
 
 def run_batches(settings: Settings, run_id: str | None = None) -> list[BatchRecord]:
     """Every recorded batch (of one run), collected or not."""
-    book = BatchBook(Store(settings.storage.url, settings.storage.options))
+    book = BatchBook(open_store(settings.storage))
     return [r for r in book.all() if run_id is None or r.run_id == run_id]
 
 

@@ -47,7 +47,9 @@ class VertexBatches:
         self._root = cfg.endpoint()
         self._version = cfg.api_version
         self._parent = f"projects/{cfg.project}/locations/{cfg.location}"
-        self._staging = Store(staging, settings.storage.options)
+        self._staging = Store(
+            staging, settings.storage.options, credentials=settings.storage.credentials_info
+        )
         self._client = client
         self._tokens = tokens
         self._owns_client = owns_client

@@ -17,7 +17,7 @@ from bananaflow.limits import LimitedBackend, Limiter, LocalLimiter
 from bananaflow.manifest import ManifestWriter
 from bananaflow.pricing import Budget
 from bananaflow.spool import Spool
-from bananaflow.storage import Store, check_relative, object_name
+from bananaflow.storage import Store, check_relative, object_name, open_store
 
 
 class ChainContext:
@@ -77,7 +77,7 @@ def open_context(
 ) -> ChainContext:
     """Create clients, store, manifest and budget for a run; fails before any spending."""
     check_upload_names(settings)
-    store = Store(settings.storage.url, settings.storage.options)
+    store = open_store(settings.storage)
     store.check_writable()
     backends: dict[BackendName, ImageBackend] = {}
     for name in sorted(backends_needed):

@@ -19,7 +19,7 @@ from bananaflow.expand.specs import RunOutput
 from bananaflow.imagetype import identify
 from bananaflow.manifest import read_manifest
 from bananaflow.records import ReferenceRef
-from bananaflow.storage import Store
+from bananaflow.storage import Store, open_store
 
 MIN_JOB_PREFIX = 6
 
@@ -57,7 +57,7 @@ class ReferenceResolver:
         return describe(str(reference), uri, data, label)
 
     def _run_output_uri(self, ref: RunOutput, label: str) -> str:
-        store = Store(self._storage.url, self._storage.options)
+        store = open_store(self._storage)
         try:
             rows = read_manifest(store, ref.run)
         except (InputError, OSError, ValueError):
@@ -97,7 +97,9 @@ def read_url(uri: str, storage: StorageSettings, label: str, *, source: str) -> 
         raise InputError("references", f"{label}: {source!r} names no file", fix="name a file")
     same_scheme = uri.split("://")[0] == storage.url.split("://")[0]
     try:
-        return Store(parent, storage.options if same_scheme else {}).get(name)
+        if not same_scheme:
+            return Store(parent, {}).get(name)
+        return Store(parent, storage.options, credentials=storage.credentials_info).get(name)
     except FileNotFoundError:
         raise InputError(
             "references",

@@ -7,7 +7,7 @@ import re
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 from bananaflow import runid
 from bananaflow.errors import InputError
@@ -99,8 +99,9 @@ class DevRun(BaseModel):
     run_id: str
     store_url: str
     store_options: dict[str, Any] = Field(default_factory=dict)
+    store_credentials: SecretStr | None = None
     manifest_uri: str
     rows: list[ManifestRow]
 
     def store(self) -> Store:
-        return Store(self.store_url, self.store_options)
+        return Store(self.store_url, self.store_options, credentials=self.store_credentials)

@@ -8,7 +8,7 @@
 
 from bananaflow.storage.names import check_relative, object_name
 from bananaflow.storage.retry import is_transient_storage_error, retry_transient
-from bananaflow.storage.store import PutResult, StorageConflict, StorageFull, Store
+from bananaflow.storage.store import PutResult, StorageConflict, StorageFull, Store, open_store
 from bananaflow.storage.urls import redact_url
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "check_relative",
     "is_transient_storage_error",
     "object_name",
+    "open_store",
     "redact_url",
     "retry_transient",
 ]

@@ -21,6 +21,7 @@ import base64
 import contextlib
 import errno
 import hashlib
+import json
 import os
 import tempfile
 import threading
@@ -30,8 +31,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import fsspec
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
+from bananaflow.config import StorageSettings
 from bananaflow.errors import BananaflowError, InputError
 from bananaflow.storage.names import check_relative
 from bananaflow.storage.retry import retry_transient, short_error
@@ -93,12 +95,28 @@ class PutResult(BaseModel):
     size: int
 
 
+def open_store(settings: StorageSettings) -> Store:
+    """The configured store, with the credentials a block put in ``credentials_info``."""
+    return Store(settings.url, settings.options, credentials=settings.credentials_info)
+
+
 class Store:
     """One storage location; object paths are relative to it and validated on every call."""
 
-    def __init__(self, url: str, options: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        url: str,
+        options: dict[str, Any] | None = None,
+        *,
+        credentials: SecretStr | None = None,
+    ):
+        """``credentials``: a service-account key's JSON (``storage.credentials_info``), given
+        to the filesystem as its ``token``; kept out of ``options`` so that what callers log or
+        pass along never holds the key."""
         self.protocol, self._root = parse_url(url)
         self._options = dict(options or {})
+        if credentials is not None:
+            self._options["token"] = json.loads(credentials.get_secret_value())
         self.url = self._root_url()
         self._local_root = Path(self._root) if self.protocol == "file" else None
         self._fs: Any = None
