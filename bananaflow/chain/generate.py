@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from typing import Any
 
 from bananaflow.backends import generate_with_retries
 from bananaflow.chain.context import ChainContext
@@ -27,14 +28,32 @@ from bananaflow.routing import RouteDecision, should_fall_back
 from bananaflow.shutdown import draining
 
 
-def _to_request(job: ImageJob, model: str) -> ImageRequest:
+def _to_request(
+    job: ImageJob, model: str, backend: BackendName, settings: Settings
+) -> ImageRequest:
     return ImageRequest(
         prompt=job.prompt,
         aspect_ratio=job.aspect_ratio,
         image_size=job.image_size,
         model=model,
         seed=job.seed,
+        **provider_encoding(backend, settings),
     )
+
+
+def provider_encoding(backend: BackendName, settings: Settings) -> dict[str, Any]:
+    """Vertex encodes the JPEG we publish, at our quality, when asked (``imageOutputOptions``).
+
+    The compress step then publishes those bytes with only their metadata rewritten
+    (``imaging.passthrough``): no 4K decode and encode here, and a JPEG instead of a 20 MB PNG
+    over the wire. Not with upscaling, whose input should stay lossless.
+    """
+    cfg = settings.compress
+    if backend != "vertex" or cfg.format != "jpeg" or not cfg.provider_jpeg:
+        return {}
+    if settings.upscale.enabled:
+        return {}
+    return {"output_mime_type": "image/jpeg", "output_quality": cfg.quality}
 
 
 def reserve_budget(ctx: ChainContext, job: ImageJob, decision: RouteDecision) -> str | None:
@@ -114,7 +133,7 @@ async def _pay_for_master(
         try:
             image = await generate_with_retries(
                 ctx.backends[name],
-                _to_request(job, model),
+                _to_request(job, model, name, settings),
                 settings.generate.retry,
                 on_retry=lambda err, _n, _wait, kinds=retried: kinds.append(err.kind),
             )

@@ -73,6 +73,7 @@ def uploaded_row(
             "upscale_method": master.upscale_method,
             "format": ctx.settings.compress.format,
             "quality": compressed.quality,
+            "compress_method": compressed.method,
             "finished_at": utcnow(),
         }
     )
@@ -114,6 +115,7 @@ def reused_row(done: ManifestRow, ctx: ChainContext) -> ManifestRow:
             "attempts": 0,
             "latency_s": 0.0,
             "estimated_usd": 0.0,
+            "step_s": {},
             "started_at": utcnow(),
             "finished_at": utcnow(),
         }
