@@ -435,6 +435,26 @@ class GenerateSettings(_Model):
     concurrency: int | None = Field(
         None, ge=1, description="Jobs in flight per run; None uses the backend's concurrency."
     )
+    task_runs: Literal["auto", "per_step", "grouped"] = Field(
+        "auto",
+        description=(
+            "Prefect task runs: per_step (one per chain step of each job), grouped (one per "
+            "jobs_per_task_run jobs, running their steps in order; step timings go to the "
+            "manifest), auto (per_step up to per_step_max_jobs jobs, grouped above)."
+        ),
+    )
+    per_step_max_jobs: int = Field(
+        50, ge=0, description="Largest run that gets per-step task runs when task_runs is auto."
+    )
+    jobs_per_task_run: int = Field(
+        25,
+        ge=1,
+        description=(
+            "Grouped runs: jobs sharing one task run. 1 gives a task run per job in the UI; "
+            "25 costs the Prefect server about a quarter of that per image. Every job keeps "
+            "its row in the results table and manifest either way."
+        ),
+    )
     max_response_mb: float = Field(
         96.0,
         gt=0,
@@ -459,6 +479,13 @@ class CompressSettings(_Model):
     digital_source_type: bool = Field(True, description="Write IPTC trainedAlgorithmicMedia.")
     thumbnails: list[Annotated[int, Field(gt=0)]] = Field(
         default_factory=list, description="Longest-side sizes in px."
+    )
+    provider_jpeg: bool = Field(
+        True,
+        description=(
+            "JPEG on Vertex: ask Google for the JPEG at this quality (imageOutputOptions) and "
+            "publish it without re-encoding; false keeps a lossless PNG master."
+        ),
     )
 
 

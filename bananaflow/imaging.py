@@ -21,10 +21,12 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps, PngImagePlugin
 from pydantic import BaseModel, Field
 
+from bananaflow import jpegmeta
 from bananaflow.config import CompressSettings
 from bananaflow.errors import InputError
 from bananaflow.imagetype import identify
@@ -58,7 +60,11 @@ _ORIENTATION_TAG = 0x0112
 
 
 class Encoded(BaseModel):
-    """One encoded image plus the facts read back from it (dims, format, quality used)."""
+    """One encoded image plus the facts read back from it (dims, format, quality used).
+
+    ``method`` says how: ``encode`` (decoded and encoded here) or ``passthrough`` (the master's
+    own coded image, only its metadata segments rewritten).
+    """
 
     data: bytes = Field(repr=False)
     mime_type: str
@@ -66,6 +72,7 @@ class Encoded(BaseModel):
     width: int
     height: int
     quality: int | None = None
+    method: Literal["encode", "passthrough"] = "encode"
 
 
 # --------------------------------------------------------------------------- metadata
@@ -188,13 +195,28 @@ def _decode(data: bytes) -> tuple[Image.Image, Image.Exif]:
     Palette and exotic modes become RGB(A) here, once, so later resizes and encodes never
     depend on ``info["transparency"]`` (which ``_prepare`` clears).
     """
+    return _load(_opened(data), len(data))
+
+
+def _opened(data: bytes) -> Image.Image:
     try:
-        im = Image.open(io.BytesIO(data))
-        im.load()
+        return Image.open(io.BytesIO(data))
     except Exception as e:
         raise InputError(
             "image",
             f"cannot decode {len(data)} bytes as an image: {e}",
+            fix="check that the master is a complete image file",
+        ) from None
+
+
+def _load(im: Image.Image, n_bytes: int) -> tuple[Image.Image, Image.Exif]:
+    """Decode an opened image (at the scale ``draft`` chose, if any) as ``_decode`` does."""
+    try:
+        im.load()
+    except Exception as e:
+        raise InputError(
+            "image",
+            f"cannot decode {n_bytes} bytes as an image: {e}",
             fix="check that the master is a complete image file",
         ) from None
     info = dict(im.info)
@@ -370,10 +392,97 @@ def derivatives(data: bytes, settings: CompressSettings) -> tuple[Encoded, list[
     """
     for side in settings.thumbnails:
         _check_side(side)
+    main = passthrough(data, settings)
+    if main is not None:
+        return main, [_reduced_thumbnail(data, side, settings) for side in settings.thumbnails]
     im, exif = _decode(data)
     meta = _plan_metadata(im, settings, exif)
     main = _encode(im, settings, meta)  # _prepare only clears im.info; pixels stay as decoded
     return main, [_encode(_shrink(im, side), settings, meta) for side in settings.thumbnails]
+
+
+# --------------------------------------------------------------------------- passthrough
+
+# ITU-T T.81 Annex K luminance table (natural order): what IJG-style encoders scale by quality.
+_STD_LUMINANCE = (
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+    14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+    18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+)  # fmt: skip
+# A provider's quality need not map exactly onto IJG's scale: this close counts as the target.
+_QUALITY_SLACK = 2
+
+
+def _ijg_table(quality: int) -> list[int]:
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+    return [min(255, max(1, (v * scale + 50) // 100)) for v in _STD_LUMINANCE]
+
+
+def jpeg_quality(luminance: list[int]) -> int:
+    """The IJG quality (1-100) whose luminance table is closest to ``luminance``."""
+    return min(
+        range(1, 101),
+        key=lambda q: sum(abs(a - b) for a, b in zip(_ijg_table(q), luminance, strict=True)),
+    )
+
+
+def passthrough(data: bytes, settings: CompressSettings) -> Encoded | None:
+    """The master itself as the derivative, when re-encoding it could only lose.
+
+    That is: JPEG is wanted and the master is a baseline/progressive RGB or grey JPEG at (about)
+    the target quality or below, upright, within the byte budget. Its metadata then gets the
+    same policy as an encode (strip, ICC kept, IPTC digital source type) by rewriting the APP
+    segments (``jpegmeta``); the coded image is copied, so the pixels are the master's. None
+    when any condition fails: the caller decodes and encodes as usual.
+    """
+    if settings.format != "jpeg" or not data.startswith(jpegmeta.SOI):
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as im:  # header only: no pixels decoded
+            if im.format != "JPEG" or im.mode not in ("RGB", "L"):
+                return None
+            tables = getattr(im, "quantization", None) or {}
+            upright = im.getexif().get(_ORIENTATION_TAG, 1) == 1
+    except Exception:
+        return None
+    if 0 not in tables or len(tables[0]) != 64 or not (upright or not settings.strip_metadata):
+        return None
+    quality = jpeg_quality(list(tables[0]))
+    if quality > settings.quality + _QUALITY_SLACK:
+        return None
+
+    def xmp(source: bytes | None) -> bytes | None:
+        if settings.digital_source_type:
+            return _merge_source_type(source) if source else digital_source_xmp()
+        return source
+
+    try:
+        out = jpegmeta.edit(data, strip=settings.strip_metadata, xmp=xmp)
+        info = identify(out)  # also proves the master was complete
+    except ValueError:
+        return None
+    if settings.max_bytes and len(out) > settings.max_bytes:
+        return None
+    return Encoded(
+        data=out,
+        mime_type=info.mime_type,
+        ext=info.ext,
+        width=info.width,
+        height=info.height,
+        quality=quality,
+        method="passthrough",
+    )
+
+
+def _reduced_thumbnail(data: bytes, longest_side: int, settings: CompressSettings) -> Encoded:
+    """A thumbnail of a JPEG master decoded at a reduced DCT scale (at least twice the
+    thumbnail): a 4K master's thumbnails without its full decode."""
+    opened = _opened(data)
+    opened.draft("RGB", (2 * longest_side, 2 * longest_side))
+    im, exif = _load(opened, len(data))
+    meta = _plan_metadata(im, settings, exif)
+    return _encode(_shrink(im, longest_side), settings, meta)
 
 
 # The biggest image a local upscale may produce: Pillow refuses to open anything over twice

@@ -110,6 +110,9 @@ class CompressedRef(BaseModel):
     height: int
     bytes: int
     quality: int | None = None
+    method: Literal["encode", "passthrough"] = Field(
+        "encode", description="passthrough: the master's own JPEG, metadata edited losslessly."
+    )
     thumbnails: list[CompressedRef] = Field(default_factory=list)
 
 
@@ -176,6 +179,10 @@ class ManifestRow(BaseModel):
     upscale_method: str | None = None
     format: str = ""
     quality: int | None = None
+    compress_method: Literal["encode", "passthrough"] | None = None
+    step_s: dict[str, float] = Field(
+        default_factory=dict, description="Wall seconds per chain step (generate, compress, ...)."
+    )
     error: str | None = None
     error_kind: str | None = None
     reused_from_run: str | None = Field(

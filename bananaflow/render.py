@@ -3,19 +3,27 @@
 The loop is per-job logic that several flows share (generate, promote, compare), so it lives
 in the core. The steps themselves are injected (``Steps``): flows pass their Prefect tasks, so
 each step stays a task in the UI with its own policy, and the core never imports Prefect.
+
+Granularity: every Prefect task run costs the flow process and the server more CPU than a 1K
+image's own HTTP and parsing (its run creation, three state events, their database rows). So
+above ``generate.per_step_max_jobs`` jobs (``generate.task_runs``), a job, or a group of
+``generate.jobs_per_task_run`` jobs, is one task run (``Steps.jobs``) that runs the same steps
+in order; the manifest records each step's time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from bananaflow import progress
 from bananaflow.chain import (
     ChainContext,
     JobFailed,
+    JobsEnded,
     base_row,
     failed_row,
     reserve_budget,
@@ -28,6 +36,8 @@ from bananaflow.records import CompressedRef, ManifestRow, MasterRef, utcnow
 from bananaflow.routing import RouteDecision
 from bananaflow.shutdown import draining
 
+T = TypeVar("T")
+
 
 class Progress(Protocol):
     """Where a run reports finished jobs (the UI's progress artifact)."""
@@ -37,9 +47,20 @@ class Progress(Protocol):
     async def finish(self) -> None: ...
 
 
+Pending = tuple[ImageJob, RouteDecision, ManifestRow]
+"""A job that will run its steps, with the row it started."""
+Finished = Callable[[ManifestRow], Awaitable[ManifestRow]]
+"""Where a finished job's row goes at once (manifest, ledger, progress); returns it final."""
+
+
 @dataclass(frozen=True)
 class Steps:
-    """The chain's steps for one job, in order."""
+    """The chain's steps for one job, in order.
+
+    ``jobs``, when given, runs them for a group of jobs as one call (one Prefect task run per
+    group), each job under ``gate`` and handed to ``finished`` as it ends; used for runs above
+    the per-step size. It raises ``JobsEnded`` (with every row) when a job failed.
+    """
 
     generate: Callable[[ChainContext, ImageJob, RouteDecision], Awaitable[MasterRef]]
     upscale: Callable[[ChainContext, MasterRef], Awaitable[MasterRef]]
@@ -47,6 +68,13 @@ class Steps:
     upload: Callable[
         [ChainContext, ImageJob, MasterRef, CompressedRef], Awaitable[tuple[str, list[str]]]
     ]
+    jobs: (
+        Callable[
+            [ChainContext, list[Pending], asyncio.Semaphore, Finished],
+            Awaitable[list[ManifestRow]],
+        ]
+        | None
+    ) = None
 
 
 async def render_all(
@@ -59,13 +87,13 @@ async def render_all(
 ) -> list[ManifestRow]:
     """Render every job; ``lineage`` (job id → links) is written into each row first."""
     await bar.start(ctx.run_id)
-    in_flight = asyncio.Semaphore(jobs_in_flight(ctx.settings, decisions))
+    limit = jobs_in_flight(ctx.settings, decisions)
+    in_flight = asyncio.Semaphore(limit)
+    group = jobs_per_task_run(ctx.settings, len(jobs)) if steps.jobs is not None else 0
 
-    async def one(job: ImageJob, decision: RouteDecision) -> ManifestRow:
-        async with in_flight:
-            row = await render_one(ctx, job, decision, steps)
-        if lineage and job.job_id in lineage:
-            row = row.model_copy(update={"lineage": {**row.lineage, **lineage[job.job_id]}})
+    async def finished(row: ManifestRow) -> ManifestRow:
+        if lineage and row.job_id in lineage:
+            row = row.model_copy(update={"lineage": {**row.lineage, **lineage[row.job_id]}})
         await asyncio.to_thread(ctx.manifest.append, row)
         if row.status == "uploaded" and row.reused_from_run is None:
             await asyncio.to_thread(ctx.ledger.put_done, row)
@@ -73,10 +101,24 @@ async def render_all(
         progress.notify(row)
         return row
 
+    async def one(job: ImageJob, decision: RouteDecision) -> ManifestRow:
+        async with in_flight:
+            row = await render_one(ctx, job, decision, steps)
+        return await finished(row)
+
+    # Enough groups open to fill every slot while one drains its last jobs.
+    open_groups = asyncio.Semaphore(-(-limit // max(group, 1)) + 1)
+
+    async def grouped(pairs: list[tuple[ImageJob, RouteDecision]]) -> list[ManifestRow]:
+        async with open_groups:
+            return await render_group(ctx, pairs, steps, in_flight, finished)
+
+    pairs = list(zip(jobs, decisions, strict=True))
     try:
-        return list(
-            await asyncio.gather(*(one(j, d) for j, d in zip(jobs, decisions, strict=True)))
-        )
+        if not group:
+            return list(await asyncio.gather(*(one(j, d) for j, d in pairs)))
+        chunks = [pairs[i : i + group] for i in range(0, len(pairs), group)]
+        return [row for rows in await asyncio.gather(*map(grouped, chunks)) for row in rows]
     finally:
         await bar.finish()
 
@@ -90,9 +132,20 @@ def jobs_in_flight(settings: Settings, decisions: list[RouteDecision]) -> int:
     return max(2, 2 * sum(cfg[b].concurrency for b in backends))
 
 
-async def render_one(
-    ctx: ChainContext, job: ImageJob, decision: RouteDecision, steps: Steps
-) -> ManifestRow:
+def jobs_per_task_run(settings: Settings, n_jobs: int) -> int:
+    """0 for a task run per step; else how many jobs share one task run (``generate``'s
+    ``task_runs``, ``per_step_max_jobs`` and ``jobs_per_task_run`` against the run's size)."""
+    cfg = settings.generate
+    if cfg.task_runs == "per_step" or (cfg.task_runs == "auto" and n_jobs <= cfg.per_step_max_jobs):
+        return 0
+    return cfg.jobs_per_task_run
+
+
+async def settle(
+    ctx: ChainContext, job: ImageJob, decision: RouteDecision
+) -> Pending | ManifestRow:
+    """A job's row when it ends before any step (reused, stopping, over budget), else the job
+    ready to run. No task run is made for the former: a re-run of a finished batch has none."""
     row = base_row(ctx, job, decision, utcnow())
     done = await asyncio.to_thread(ctx.ledger.get_done, row.output_key) if ctx.reuse else None
     if done is not None:
@@ -102,12 +155,73 @@ async def render_one(
     skip = await asyncio.to_thread(reserve_budget, ctx, job, decision)
     if skip is not None:
         return failed_row(row, JobFailed("skipped_budget", skip, kind="budget"))
+    return job, decision, row
+
+
+async def render_one(
+    ctx: ChainContext, job: ImageJob, decision: RouteDecision, steps: Steps
+) -> ManifestRow:
+    ready = await settle(ctx, job, decision)
+    if isinstance(ready, ManifestRow):
+        return ready
+    return await run_steps(ctx, *ready, steps)
+
+
+async def render_group(
+    ctx: ChainContext,
+    pairs: list[tuple[ImageJob, RouteDecision]],
+    steps: Steps,
+    gate: asyncio.Semaphore,
+    finished: Finished,
+) -> list[ManifestRow]:
+    """A group of jobs: those that end before any step directly, the rest as one call of
+    ``steps.jobs``. Rows come back in the order of ``pairs``, each passed to ``finished`` once."""
+    assert steps.jobs is not None
+    rows: dict[str, ManifestRow] = {}
+    todo: list[Pending] = []
+    for job, decision in pairs:
+        ready = await settle(ctx, job, decision)
+        if isinstance(ready, ManifestRow):
+            rows[job.job_id] = await finished(ready)
+        else:
+            todo.append(ready)
+
+    async def once(row: ManifestRow) -> ManifestRow:
+        rows[row.job_id] = await finished(row)
+        return rows[row.job_id]
+
+    if todo:
+        try:
+            await steps.jobs(ctx, todo, gate, once)
+        except JobsEnded:  # the task run failed, so the UI shows it; the rows say why
+            pass
+        except Exception as err:  # the task machinery itself broke: still a row per job
+            for _job, _decision, row in todo:
+                if row.job_id not in rows:
+                    await once(failed_row(row, err))
+    return [rows[job.job_id] for job, _ in pairs]
+
+
+async def run_steps(
+    ctx: ChainContext, job: ImageJob, decision: RouteDecision, row: ManifestRow, steps: Steps
+) -> ManifestRow:
+    """generate → [upscale] → compress → upload, each step timed into the row."""
+    timings: dict[str, float] = {}
+
+    async def timed(name: str, call: Awaitable[T]) -> T:
+        t0 = time.perf_counter()
+        try:
+            return await call
+        finally:
+            timings[name] = round(time.perf_counter() - t0, 4)
+
     try:
-        master = await steps.generate(ctx, job, decision)
+        master = await timed("generate", steps.generate(ctx, job, decision))
         if ctx.settings.upscale.enabled:
-            master = await steps.upscale(ctx, master)
-        compressed = await steps.compress(ctx, master)
-        uri, thumbs = await steps.upload(ctx, job, master, compressed)
+            master = await timed("upscale", steps.upscale(ctx, master))
+        compressed = await timed("compress", steps.compress(ctx, master))
+        uri, thumbs = await timed("upload", steps.upload(ctx, job, master, compressed))
     except Exception as err:  # one job's failure (or bug) must not sink the batch
-        return failed_row(row, err)
-    return uploaded_row(row, master, compressed, uri, thumbs, ctx)
+        return failed_row(row, err).model_copy(update={"step_s": timings})
+    done = uploaded_row(row, master, compressed, uri, thumbs, ctx)
+    return done.model_copy(update={"step_s": timings})

@@ -46,7 +46,9 @@ def batch_steps(steps: Steps, outcomes: dict[str, Outcome], *, fallback_online: 
         master = await steps.generate(ctx, job, decision)
         return master.model_copy(update={"routes": [*got.routes, *master.routes]})
 
-    return replace(steps, generate=generate)
+    # One task run per step: the grouped runner (``Steps.jobs``) is built from the online
+    # generate task and would not see the batch's answers.
+    return replace(steps, generate=generate, jobs=None)
 
 
 def pending_row(

@@ -25,7 +25,7 @@ from bananaflow.chain.context import (
     open_context,
 )
 from bananaflow.chain.derive import compress_master, upload_derivative, upscale_master
-from bananaflow.chain.failure import JobFailed
+from bananaflow.chain.failure import JobFailed, JobsEnded
 from bananaflow.chain.generate import generate_master, reserve_budget, store_master
 from bananaflow.chain.keys import master_key, model_for, output_key, primary_output_key
 from bananaflow.chain.rows import base_row, failed_row, reused_row, uploaded_row
@@ -33,6 +33,7 @@ from bananaflow.chain.rows import base_row, failed_row, reused_row, uploaded_row
 __all__ = [
     "ChainContext",
     "JobFailed",
+    "JobsEnded",
     "base_row",
     "check_upload_names",
     "claim_ttl_s",

@@ -98,6 +98,7 @@ def compress_master(ctx: ChainContext, master: MasterRef) -> CompressedRef:
             height=enc.height,
             bytes=len(enc.data),
             quality=enc.quality,
+            method=enc.method,
         )
 
     ref = keep(main, "main")

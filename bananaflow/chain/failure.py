@@ -1,11 +1,11 @@
-"""How a job ends without an image: the status and reason the manifest must say.
-"""
+"""How a job ends without an image: the status and reason the manifest must say."""
 
 from __future__ import annotations
 
 from bananaflow.errors import BananaflowError
 from bananaflow.records import (
     JobStatus,
+    ManifestRow,
     RouteAttempt,
 )
 
@@ -20,3 +20,13 @@ class JobFailed(BananaflowError):
         self.status = status
         self.kind = kind
         self.routes = routes or []
+
+
+class JobsEnded(BananaflowError):
+    """Jobs run as one task ended without an image: raised so the task run shows as failed in
+    the UI, with each job's reason as its message (the rows already went to the manifest)."""
+
+    def __init__(self, ended: list[ManifestRow]):
+        reasons = "; ".join(f"job {r.job_id}: {r.status}: {r.error or ''}"[:200] for r in ended)
+        super().__init__(f"{len(ended)} job(s) ended without an image: {reasons}")
+        self.rows = ended

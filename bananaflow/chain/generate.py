@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from bananaflow.backends import generate_with_retries
 from bananaflow.chain.context import ChainContext, claim_ttl_s
@@ -40,7 +40,11 @@ Move = Literal["primary", "backend", "model"]
 
 
 def _to_request(
-    job: ImageJob, model: str, references: list[ReferenceImage], delivery: SyncDelivery
+    job: ImageJob,
+    model: str,
+    references: list[ReferenceImage],
+    delivery: SyncDelivery,
+    encoding: dict[str, Any],
 ) -> ImageRequest:
     return ImageRequest(
         prompt=job.prompt,
@@ -50,7 +54,23 @@ def _to_request(
         seed=job.seed,
         reference_images=references,
         delivery=delivery,
+        **encoding,
     )
+
+
+def provider_encoding(backend: BackendName, settings: Settings) -> dict[str, Any]:
+    """Vertex encodes the JPEG we publish, at our quality, when asked (``imageOutputOptions``).
+
+    The compress step then publishes those bytes with only their metadata rewritten
+    (``imaging.passthrough``): no 4K decode and encode here, and a JPEG instead of a 20 MB PNG
+    over the wire. Not with upscaling, whose input should stay lossless.
+    """
+    cfg = settings.compress
+    if backend != "vertex" or cfg.format != "jpeg" or not cfg.provider_jpeg:
+        return {}
+    if settings.upscale.enabled:
+        return {}
+    return {"output_mime_type": "image/jpeg", "output_quality": cfg.quality}
 
 
 def _reference_images(ctx: ChainContext, job: ImageJob) -> list[ReferenceImage]:
@@ -276,7 +296,13 @@ async def _generate(
     fallback = decision.delivery.fallback if delivery == decision.delivery.delivery else None
     return await generate_with_retries(
         ctx.backends[attempt.backend],
-        _to_request(job, attempt.wire_model, attempt.references, delivery),
+        _to_request(
+            job,
+            attempt.wire_model,
+            attempt.references,
+            delivery,
+            provider_encoding(attempt.backend, settings),
+        ),
         retry_policy(settings.generate.retry, delivery),
         on_retry=lambda err, _n, _wait: retried.append(err.kind),
         shed=lambda err: fallback is not None and is_shed(err, delivery, settings.route),

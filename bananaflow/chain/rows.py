@@ -88,6 +88,7 @@ def uploaded_row(
             "batch": master.batch,
             "format": ctx.settings.compress.format,
             "quality": compressed.quality,
+            "compress_method": compressed.method,
             "finished_at": utcnow(),
         }
     )
@@ -129,6 +130,7 @@ def reused_row(done: ManifestRow, ctx: ChainContext) -> ManifestRow:
             "attempts": 0,
             "latency_s": 0.0,
             "estimated_usd": 0.0,
+            "step_s": {},
             "started_at": utcnow(),
             "finished_at": utcnow(),
         }
