@@ -18,11 +18,9 @@ runs they start find the code through the deployments' pull step (the repo root)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -35,6 +33,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from fixtures.prefect import stop
 
 from bananaflow.config import load_settings
 from bananaflow.deployments.setup import DEFAULT_POOL, limit_specs
@@ -218,20 +217,6 @@ class Server:
         )
 
 
-def _stop(proc: subprocess.Popen[bytes], grace_s: float = 20) -> None:
-    """SIGTERM to the process group this module started, then SIGKILL if it lingers."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-
-
 @pytest.fixture(scope="module")
 def server(prefect_api: str) -> Iterator[Server]:
     """The test run's one server (CI's, or the one tests/fixtures/prefect.py started)."""
@@ -244,7 +229,7 @@ def server(prefect_api: str) -> Iterator[Server]:
             yield srv
     finally:
         for proc in srv.procs:
-            _stop(proc)
+            stop(proc)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 from pathlib import Path
 
 import pytest
@@ -157,7 +158,14 @@ def test_vertex_jpeg_is_published_without_an_encode_and_jobs_stay_rows(emu, make
             )
         return {r.name: (r.state_type.value, r.state.message or "") for r in runs if r.state}
 
+    # Task-run states reach the server as events, recorded after the flow returns: wait for
+    # both final states (a hang guard, not a timing assertion).
+    deadline = time.monotonic() + 120
     states = asyncio.run(task_runs())
+    while not all(states.get(n, ("",))[0] in ("COMPLETED", "FAILED") for n in names):
+        assert time.monotonic() < deadline, states
+        time.sleep(0.2)
+        states = asyncio.run(task_runs())
     assert states[names[1]][0] == "COMPLETED"
     assert states[names[0]][0] == "FAILED" and refused.job_id in states[names[0]][1]
 
