@@ -1,6 +1,6 @@
 """The deployment path, end to end, as an operator runs it.
 
-The test run's real ``prefect server`` (tests/fixtures/prefect.py), ``bananaflow setup``,
+A real ``prefect server`` of this module's own (tests/fixtures/prefect.py), ``bananaflow setup``,
 ``prefect deploy`` of ``deployments/prefect.yaml``, runs started the way the UI starts them (a
 deployment run with parameters), and real process workers executing them against the emulator
 over loopback.
@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from fixtures.prefect import server as prefect_server
 from fixtures.prefect import stop
 
 from bananaflow.config import load_settings
@@ -218,18 +219,20 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(prefect_api: str) -> Iterator[Server]:
-    """The test run's one server (CI's, or the one tests/fixtures/prefect.py started)."""
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server of this module's own: its workers, 200-job scale-out and global limits would
+    otherwise load the server every in-process flow test of the run talks to."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    env = {**os.environ, **QUIET, "PREFECT_API_URL": prefect_api}
-    srv = Server(prefect_api, env)
-    try:
-        with temporary_settings({PREFECT_API_URL: prefect_api}):
-            yield srv
-    finally:
-        for proc in srv.procs:
-            stop(proc)
+    with prefect_server(tmp_path_factory.mktemp("prefect-home")) as (url, _):
+        env = {**os.environ, **QUIET, "PREFECT_API_URL": url}
+        srv = Server(url, env)
+        try:
+            with temporary_settings({PREFECT_API_URL: url}):
+                yield srv
+        finally:
+            for proc in srv.procs:
+                stop(proc)
 
 
 @pytest.fixture(scope="module")

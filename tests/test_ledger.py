@@ -179,5 +179,10 @@ def test_a_budget_skip_is_a_row_not_a_failed_task(emu, make_config, caplog) -> N
     config, _ = make_config(budget={"max_usd": 0})
     summary = run(config, ["a free lunch"])
     assert summary.counts == {"skipped_budget": 1}
-    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    # Errors about the run: bananaflow's own, and Prefect's task and flow run loggers (where a
+    # failed task is reported). Prefect's event shipping may log its own transport errors.
+    about_the_run = ("bananaflow", "prefect.task_runs", "prefect.flow_runs")
+    assert not [
+        r for r in caplog.records if r.levelname == "ERROR" and r.name.startswith(about_the_run)
+    ]
     assert json.dumps(summary.rows[0].error).count("budget.max_usd is 0") == 1
