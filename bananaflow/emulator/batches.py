@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bananaflow.emulator import messages as msg
+from bananaflow.emulator.asynccall import logged_call, state_of
 from bananaflow.emulator.batchstate import BatchLine, EmulatedBatch, StoredFile, rfc3339
 from bananaflow.emulator.catalog import model_kind
 from bananaflow.emulator.files_api import (
@@ -34,9 +35,8 @@ from bananaflow.emulator.files_api import (
     check_version,
     json_response,
     page_params,
-    state_of,
 )
-from bananaflow.emulator.pipeline import Ctx, error_response, image_answer, received_url
+from bananaflow.emulator.pipeline import Ctx, image_answer
 from bananaflow.emulator.routing import Route
 from bananaflow.emulator.state import EmulatorState
 from bananaflow.emulator.validation import parse_generate
@@ -241,28 +241,18 @@ async def _logged(
     model: str | None,
     handler: Callable[[], Awaitable[Response]],
 ) -> Response:
-    state = state_of(request)
-    call = state.begin(
-        method=request.method,
-        url=received_url(request),
-        backend="aistudio",
-        operation=operation_name,
-        model=model,
-        generation=False,
-        api=False,
-    )
-    try:
+    def check() -> None:
         check_key(request)
         check_version(request.path_params["version"])
-        out = await handler()
-        state.asyncs.save()
-        state.decide(call, 200, "ok")
-        return out
-    except msg.ApiError as err:
-        state.decide(call, err.status, str(err.status))
-        return error_response(err)
-    finally:
-        state.end(call)
+
+    return await logged_call(
+        request,
+        backend="aistudio",
+        operation=operation_name,
+        check=check,
+        handler=handler,
+        model=model,
+    )
 
 
 def _file_lines(data: bytes) -> list[BatchLine]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -19,17 +20,13 @@ from starlette.responses import Response
 
 from bananaflow.emulator import messages as msg
 from bananaflow.emulator import responses as resp
+from bananaflow.emulator.asynccall import logged_call, state_of
 from bananaflow.emulator.auth import api_key_of
 from bananaflow.emulator.batchstate import AsyncStore, StoredFile, UploadSession
 from bananaflow.emulator.pipeline import error_response, received_url
-from bananaflow.emulator.state import EmulatorState
 
 VERSIONS = ("v1", "v1beta")
 MAX_FILE_BYTES = 2 * 1024**3
-
-
-def state_of(request: Request) -> EmulatorState:
-    return request.app.state.emulator
 
 
 def store_of(request: Request) -> AsyncStore:
@@ -196,21 +193,17 @@ async def _chunk(request: Request, command: set[str]) -> Response:
     )
 
 
-def _answer(request: Request, operation: str, handler: Any) -> Response:
-    state = state_of(request)
-    call = _logged(request, operation)
-    try:
+async def _answer(request: Request, operation: str, handler: Callable[[], Response]) -> Response:
+    def check() -> None:
         check_key(request)
         check_version(request.path_params["version"])
-        out = handler()
-        state.asyncs.save()
-        state.decide(call, 200, "ok")
-        return out
-    except msg.ApiError as err:
-        state.decide(call, err.status, str(err.status))
-        return error_response(err)
-    finally:
-        state.end(call)
+
+    async def answer() -> Response:
+        return handler()
+
+    return await logged_call(
+        request, backend="aistudio", operation=operation, check=check, handler=answer
+    )
 
 
 def _not_found(name: str) -> msg.ApiError:
@@ -238,7 +231,7 @@ async def file_item(request: Request) -> Response:
             return json_response({})
         return json_response(f.resource(base_url(request), request.path_params["version"]))
 
-    return _answer(request, f"files.{request.method.lower()}", handle)
+    return await _answer(request, f"files.{request.method.lower()}", handle)
 
 
 async def list_files(request: Request) -> Response:
@@ -256,7 +249,7 @@ async def list_files(request: Request) -> Response:
             body["nextPageToken"] = str(start + size)
         return json_response(body)
 
-    return _answer(request, "files.list", handle)
+    return await _answer(request, "files.list", handle)
 
 
 async def download(request: Request) -> Response:
@@ -275,4 +268,4 @@ async def download(request: Request) -> Response:
             raise msg.bad_request("Only generated files can be downloaded.")
         return Response(f.data, 200, media_type=f.mime_type)
 
-    return _answer(request, "files.download", handle)
+    return await _answer(request, "files.download", handle)

@@ -17,6 +17,7 @@ import hashlib
 import json
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -27,12 +28,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bananaflow.emulator import messages as msg
+from bananaflow.emulator.asynccall import logged_call, state_of
 from bananaflow.emulator.auth import bearer_of
 from bananaflow.emulator.batches import advance, answer_lines, end
 from bananaflow.emulator.batchstate import BatchLine, EmulatedBatch, rfc3339
 from bananaflow.emulator.catalog import model_kind
-from bananaflow.emulator.files_api import json_response, state_of
-from bananaflow.emulator.pipeline import error_response, received_url
+from bananaflow.emulator.files_api import json_response
 from bananaflow.emulator.routing import Route
 from bananaflow.emulator.state import EmulatorState
 
@@ -114,29 +115,18 @@ def _check_path(request: Request, state: EmulatorState) -> None:
         raise msg.permission_denied(p["project"], p["location"], "batchPredictionJobs")
 
 
-async def _answer(request: Request, operation: str, handler: Any) -> Response:
+async def _answer(
+    request: Request, operation: str, handler: Callable[[], Awaitable[Response]]
+) -> Response:
     state = state_of(request)
-    call = state.begin(
-        method=request.method,
-        url=received_url(request),
-        backend="vertex",
-        operation=operation,
-        model=None,
-        generation=False,
-        api=False,
-    )
-    try:
+
+    def check() -> None:
         _authenticate(request, state)
         _check_path(request, state)
-        out = await handler()
-        state.asyncs.save()
-        state.decide(call, 200, "ok")
-        return out
-    except msg.ApiError as err:
-        state.decide(call, err.status, str(err.status))
-        return error_response(err)
-    finally:
-        state.end(call)
+
+    return await logged_call(
+        request, backend="vertex", operation=operation, check=check, handler=handler
+    )
 
 
 # ---------------------------------------------------------------------------- running
