@@ -231,24 +231,25 @@ class Overhead:
         summary = {name: metrics.summarise(runs, keys) for name, runs in rows.items()}
         return {"images": len(texts), "reps": reps, "encode_ms": encode_ms, "variants": summary}
 
+    def child_spec(self, out: Path, over: dict[str, Any], texts: list[str]) -> Path:
+        """What ``benchmarks.child`` runs: this emulator, a flow config and the prompts."""
+        spec = out / "spec.json"
+        body = {
+            "url": self.emu.url,
+            "emulator": self.emu.settings.model_dump(mode="json"),
+            "config": str(flow_config(out, over)),
+            "prompts": texts,
+        }
+        spec.write_text(json.dumps(body))
+        return spec
+
     # ------------------------------------------------------------------ profiles
 
     def profile(self, texts: list[str], mode: str, over: dict[str, Any]) -> dict[str, Any]:
         """py-spy on a child flow process and on the server, during one run of ``texts``."""
         pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
         out = self.out("profile")
-        cfg = flow_config(out, over)
-        spec = out / "spec.json"
-        spec.write_text(
-            json.dumps(
-                {
-                    "url": self.emu.url,
-                    "emulator": self.emu.settings.model_dump(mode="json"),
-                    "config": str(cfg),
-                    "prompts": texts,
-                }
-            )
-        )
+        spec = self.child_spec(out, over, texts)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         rate = "100"
         server_raw, flow_raw = out / "server.txt", out / "flow.txt"
@@ -338,18 +339,7 @@ class Overhead:
         for n in sizes:
             texts = prompts(n, f"scale{n}")
             out = self.out(f"scale-{n}")
-            cfg = flow_config(out, {})
-            spec = out / "spec.json"
-            spec.write_text(
-                json.dumps(
-                    {
-                        "url": self.emu.url,
-                        "emulator": self.emu.settings.model_dump(mode="json"),
-                        "config": str(cfg),
-                        "prompts": texts,
-                    }
-                )
-            )
+            spec = self.child_spec(out, {}, texts)
             self.emu.reset()
             server0, db0, load0 = self.prefect.cpu(), db_bytes(self.home), os.getloadavg()[0]
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
