@@ -231,8 +231,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             with temporary_settings({PREFECT_API_URL: url}):
                 yield srv
         finally:
-            for proc in srv.procs:
-                stop(proc)
+            for proc in srv.procs:  # workers: what they ran is over; no grace to wait out
+                stop(proc, grace_s=5)
 
 
 @pytest.fixture(scope="module")
