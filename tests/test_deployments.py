@@ -33,8 +33,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from fixtures.prefect import pointed_at, stop
 from fixtures.prefect import server as prefect_server
-from fixtures.prefect import stop
 
 from bananaflow.config import load_settings
 from bananaflow.deployments.setup import DEFAULT_POOL, limit_specs
@@ -222,13 +222,11 @@ class Server:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server of this module's own: its workers, 200-job scale-out and global limits would
     otherwise load the server every in-process flow test of the run talks to."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     with prefect_server(tmp_path_factory.mktemp("prefect-home")) as (url, _):
         env = {**os.environ, **QUIET, "PREFECT_API_URL": url}
         srv = Server(url, env)
         try:
-            with temporary_settings({PREFECT_API_URL: url}):
+            with pointed_at(url):
                 yield srv
         finally:
             for proc in srv.procs:  # workers: what they ran is over; no grace to wait out
