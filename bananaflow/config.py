@@ -346,6 +346,13 @@ class ModelTier(_Model):
         default_factory=lambda: list(REFERENCE_TYPES),  # type: ignore[arg-type]
         description="Reference MIME types taken (read from the bytes, not the file name).",
     )
+    edits: bool = Field(
+        True,
+        description=(
+            "Takes multi-turn edits (earlier answers sent back with their thought signatures); "
+            "false refuses edit chains for this model before anything is paid."
+        ),
+    )
     fallback: list[str] = Field(
         default_factory=list,
         description=(

@@ -16,6 +16,7 @@ SHIPPED_NAMES = (
     "prod.yaml",
     "demo-batch.yaml",
     "demo-references.yaml",
+    "demo-edits.yaml",
     "demo-product.jpg",
 )
 

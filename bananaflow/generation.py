@@ -149,6 +149,32 @@ class ReferenceImage(BaseModel):
     data: bytes = Field(repr=False)
 
 
+class ModelTurn(BaseModel):
+    """What the model said around its image, as a multi-turn edit must send it back.
+
+    Gemini 3 image models sign their answer (the image part, and the first text part) and
+    validate the signatures when the turn comes back (google-image-apis.md §1.6): they are
+    kept exactly as received, base64 text as on the wire.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = None
+    text_signature: str | None = Field(None, repr=False)
+    image_signature: str | None = Field(None, repr=False)
+
+
+class EditTurn(BaseModel):
+    """One earlier exchange of an edit conversation: the instruction, and the model's answer
+    (its image, as returned, and its signed words)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    instruction: str = Field(min_length=1)
+    image: ReferenceImage
+    answer: ModelTurn
+
+
 class ImageRequest(BaseModel):
     """One image to generate: what the caller asks for, independent of the backend.
 
@@ -165,6 +191,13 @@ class ImageRequest(BaseModel):
         None, description="Model id; None takes the backend's configured model."
     )
     reference_images: list[ReferenceImage] = Field(default_factory=list, max_length=14)
+    history: list[EditTurn] = Field(
+        default_factory=list,
+        description=(
+            "Earlier exchanges of a multi-turn edit, oldest first: the first user turn carries "
+            "the reference images, and ``prompt`` is the newest instruction."
+        ),
+    )
     seed: int | None = Field(
         None, ge=-(2**31), lt=2**31, description="generationConfig.seed: same seed, same image."
     )
@@ -214,6 +247,9 @@ class GeneratedImage(BaseModel):
     response_id: str | None = None
     thought_signature: str | None = Field(None, repr=False)
     text: str | None = None
+    text_signature: str | None = Field(
+        None, repr=False, description="The first non-thought text part's thoughtSignature."
+    )
     usage: Usage = Field(default_factory=Usage)
     service_tier: str | None = Field(
         None,
@@ -224,6 +260,14 @@ class GeneratedImage(BaseModel):
     )
     latency_s: float = 0.0
     attempts: int = 1
+
+    def answer(self) -> ModelTurn:
+        """The model's turn as the next edit step must send it back."""
+        return ModelTurn(
+            text=self.text,
+            text_signature=self.text_signature,
+            image_signature=self.thought_signature,
+        )
 
 
 class UpscaledImage(BaseModel):

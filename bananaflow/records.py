@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bananaflow.generation import AspectRatio, BackendName, Delivery, ImageSize, Usage
+from bananaflow.generation import AspectRatio, BackendName, Delivery, ImageSize, ModelTurn, Usage
 
 JobStatus = Literal[
     "uploaded", "failed", "refused", "skipped_budget", "interrupted", "pending_batch"
@@ -42,6 +42,32 @@ class ReferenceRef(BaseModel):
     bytes: int
     width: int
     height: int
+
+
+class EditStep(BaseModel):
+    """Where a job sits in an edit chain: step ``step`` of ``steps``, applied to the image of
+    the step before it (the start image for step 1).
+
+    ``instructions`` are the chain's instructions up to this step (the last is this step's)
+    and ``earlier_jobs`` the job ids of the steps before it: with them the step's whole
+    conversation can be rebuilt from the ledger, whichever run paid for the earlier steps.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    chain_id: str = Field(description="The chain's name: the job id of its last step.")
+    step: int = Field(ge=1)
+    steps: int = Field(ge=1)
+    instructions: list[str] = Field(min_length=1)
+    earlier_jobs: list[str] = Field(default_factory=list)
+
+    @property
+    def instruction(self) -> str:
+        return self.instructions[-1]
+
+    @property
+    def parent_job_id(self) -> str | None:
+        return self.earlier_jobs[-1] if self.earlier_jobs else None
 
 
 class RouteAttempt(BaseModel):
@@ -97,6 +123,13 @@ class MasterRef(StoredImage):
         None, description="Why another model than the job's answered (models.<id>.fallback)."
     )
     batch: str | None = Field(None, description="The provider batch that bought it.")
+    answer: ModelTurn | None = Field(
+        None,
+        description=(
+            "An edit step's answer as received (signatures included): the next step of its "
+            "chain sends it back, whichever run pays for that step."
+        ),
+    )
 
 
 class CompressedRef(BaseModel):
@@ -190,6 +223,9 @@ class ManifestRow(BaseModel):
     )
     lineage: dict[str, str] = Field(default_factory=dict)
     batch: str | None = Field(None, description="The provider batch that bought the image.")
+    edit: EditStep | None = Field(
+        None, description="The edit chain, step and instruction this image is (None: not one)."
+    )
     started_at: str = Field(default_factory=utcnow)
     finished_at: str = Field(default_factory=utcnow)
 

@@ -101,10 +101,21 @@ async def render_all(
         progress.notify(row)
         return row
 
+    # Edit steps: step k starts when step k-1 of its chain has ended (its image is then in
+    # the ledger, or its failure makes step k a row saying so); chains run side by side.
+    ended = {job.job_id: asyncio.Event() for job in jobs if job.edit is not None}
+
     async def one(job: ImageJob, decision: RouteDecision) -> ManifestRow:
-        async with in_flight:
-            row = await render_one(ctx, job, decision, steps)
-        return await finished(row)
+        parent = ended.get(job.edit.parent_job_id or "") if job.edit is not None else None
+        try:
+            if parent is not None:
+                await parent.wait()  # outside the slot: a waiting step holds none
+            async with in_flight:
+                row = await render_one(ctx, job, decision, steps)
+            return await finished(row)
+        finally:
+            if job.job_id in ended:
+                ended[job.job_id].set()
 
     # Enough groups open to fill every slot while one drains its last jobs.
     open_groups = asyncio.Semaphore(-(-limit // max(group, 1)) + 1)
@@ -117,8 +128,18 @@ async def render_all(
     try:
         if not group:
             return list(await asyncio.gather(*(one(j, d) for j, d in pairs)))
-        chunks = [pairs[i : i + group] for i in range(0, len(pairs), group)]
-        return [row for rows in await asyncio.gather(*map(grouped, chunks)) for row in rows]
+        # Edit steps wait for each other, so they keep a task run each, whatever the size.
+        plain = [(j, d) for j, d in pairs if j.edit is None]
+        chunks = [plain[i : i + group] for i in range(0, len(plain), group)]
+        grouped_rows, edit_rows = await asyncio.gather(
+            asyncio.gather(*map(grouped, chunks)),
+            asyncio.gather(*(one(j, d) for j, d in pairs if j.edit is not None)),
+        )
+        rows = [row for chunk in grouped_rows for row in chunk] + list(edit_rows)
+        if not edit_rows:
+            return rows
+        by_id = {row.job_id: row for row in rows}
+        return [by_id[job.job_id] for job in jobs]
     finally:
         await bar.finish()
 

@@ -60,11 +60,20 @@ def job_problem(job: ImageJob, model: str, tier: ModelTier) -> tuple[str, str] |
             f"{model} does not render {job.aspect_ratio}",
             f"use a ratio it renders ({', '.join(tier.aspect_ratios)}), or another model",
         )
-    if len(job.references) > tier.max_reference_images:
+    if job.edit is not None and not tier.edits:
         return (
-            f"{len(job.references)} reference images, {model} takes at most "
-            f"{tier.max_reference_images}",
-            "use fewer references",
+            f"{model} does not take multi-turn edits (models.{model}.edits is false)",
+            "give the chain a model that edits (model: or quality:)",
+        )
+    # An edit step also sends the image of every step before it.
+    earlier = len(job.edit.earlier_jobs) if job.edit is not None else 0
+    if len(job.references) + earlier > tier.max_reference_images:
+        what = f"{len(job.references)} reference images"
+        if earlier:
+            what += f" and {earlier} earlier edit steps' images"
+        return (
+            f"{what}, {model} takes at most {tier.max_reference_images}",
+            "use fewer references" + (" or a shorter chain" if earlier else ""),
         )
     for ref in job.references:
         if ref.mime_type not in tier.reference_types:
@@ -98,6 +107,13 @@ def check_jobs(
                     f"{label}: {model} is not in the model catalogue",
                     fix=f"use one of {', '.join(settings.models)}, or add models.{model} "
                     "(sizes, aspect_ratios) to the config",
+                )
+            if job.edit is not None and decision.delivery.delivery == "batch":
+                raise InputError(
+                    "delivery",
+                    f"{label}: edit chain {job.edit.chain_id} cannot be bought by batch (each "
+                    "step needs the image of the step before it)",
+                    fix="give edits delivery online, flex or priority",
                 )
             problem = job_problem(job, model, tier)
             if problem is not None:

@@ -35,7 +35,14 @@ from typing import Any
 from bananaflow import imagetype
 from bananaflow.backends.status import error_from_payload
 from bananaflow.errors import BadImage, MalformedResponse, Refused
-from bananaflow.generation import GeneratedImage, ImageRequest, UpscaledImage, Usage, size_problem
+from bananaflow.generation import (
+    EditTurn,
+    GeneratedImage,
+    ImageRequest,
+    UpscaledImage,
+    Usage,
+    size_problem,
+)
 from bananaflow.redact import redact
 
 Secrets = Sequence[str | None]
@@ -142,6 +149,41 @@ def user_turn(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return {"role": "user", "parts": parts}
 
 
+def model_turn(turn: EditTurn) -> dict[str, Any]:
+    """An earlier answer sent back: its words and image with their signatures as received,
+    without which Gemini 3 answers 400 "Image part is missing a thought_signature" (§1.6)."""
+    parts: list[dict[str, Any]] = []
+    answer = turn.answer
+    if answer.text:
+        text: dict[str, Any] = {"text": answer.text}
+        if answer.text_signature:
+            text["thoughtSignature"] = answer.text_signature
+        parts.append(text)
+    image: dict[str, Any] = {
+        "inlineData": {"mimeType": turn.image.mime_type, "data": b64encode(turn.image.data)}
+    }
+    if answer.image_signature:
+        image["thoughtSignature"] = answer.image_signature
+    parts.append(image)
+    return {"role": "model", "parts": parts}
+
+
+def _contents(request: ImageRequest) -> list[dict[str, Any]]:
+    """The conversation: the reference images open the first user turn, each earlier answer
+    follows its instruction, and the newest instruction ends it (one turn without history)."""
+    references: list[dict[str, Any]] = [
+        {"inlineData": {"mimeType": ref.mime_type, "data": b64encode(ref.data)}}
+        for ref in request.reference_images
+    ]
+    contents: list[dict[str, Any]] = []
+    for turn in request.history:
+        contents.append(user_turn([*references, {"text": turn.instruction}]))
+        contents.append(model_turn(turn))
+        references = []
+    contents.append(user_turn([*references, {"text": request.prompt}]))
+    return contents
+
+
 def build_generate_body(
     request: ImageRequest,
     *,
@@ -154,11 +196,6 @@ def build_generate_body(
     why is the only useful part of a refusal. ``candidateCount`` is omitted (the Pro model
     returns one image and answers 400 to anything else). Reference images go before the text.
     """
-    parts: list[dict[str, Any]] = [
-        {"inlineData": {"mimeType": ref.mime_type, "data": b64encode(ref.data)}}
-        for ref in request.reference_images
-    ]
-    parts.append({"text": request.prompt})
     image_config: dict[str, Any] = {
         "aspectRatio": request.aspect_ratio,
         "imageSize": request.image_size,
@@ -179,7 +216,7 @@ def build_generate_body(
     }
     if request.seed is not None:  # a variant is a seed: reproducible, and distinct per variant
         generation_config["seed"] = request.seed
-    body: dict[str, Any] = {"contents": [user_turn(parts)], "generationConfig": generation_config}
+    body: dict[str, Any] = {"contents": _contents(request), "generationConfig": generation_config}
     if not vertex and request.delivery != "online":
         body["serviceTier"] = request.delivery  # top level, lower case: "flex" | "priority"
     return body
@@ -396,6 +433,9 @@ def parse_generate_response(
             continue
         image_part = part
     texts = _texts(parts, secrets)
+    text_part = next(
+        (p for p in parts if not p.get("thought") and isinstance(p.get("text"), str)), None
+    )
     _refuse_on_finish_reason(cand, texts, backend, secrets, image_found=image_part is not None)
     assert image_part is not None
     inline = image_part.get("inlineData") or image_part.get("inline_data")
@@ -408,7 +448,7 @@ def parse_generate_response(
         problem = size_problem(model, request.aspect_ratio, request.image_size, width, height)
         if problem:
             raise BadImage(f"wrong image size: {problem}", backend=backend)
-    signature = image_part.get("thoughtSignature") or image_part.get("thought_signature")
+    signature = _signature(image_part)
     return GeneratedImage(
         data=data,
         mime_type=mime,
@@ -421,9 +461,16 @@ def parse_generate_response(
         response_id=_text_field(payload.get("responseId"), secrets),
         thought_signature=signature,
         text="\n".join(texts) or None,
+        text_signature=_signature(text_part) if text_part is not None else None,
         usage=parse_usage(payload),
         service_tier=reported_tier(payload, secrets),
     )
+
+
+def _signature(part: dict[str, Any]) -> str | None:
+    """A part's thoughtSignature as sent (base64 text), kept to be sent back unchanged."""
+    value = part.get("thoughtSignature") or part.get("thought_signature")
+    return value if isinstance(value, str) and value else None
 
 
 def parse_text_response(payload: Any, *, backend: str, secrets: Secrets = ()) -> str:

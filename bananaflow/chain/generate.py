@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from bananaflow.backends import generate_with_retries
 from bananaflow.chain.context import ChainContext, claim_ttl_s
+from bananaflow.chain.conversation import earlier_turns
 from bananaflow.chain.failure import JobFailed
 from bananaflow.chain.keys import master_key, model_for
 from bananaflow.chain.objects import object_metadata, path_for
@@ -19,6 +20,7 @@ from bananaflow.expand import ImageJob
 from bananaflow.expand.references import load_reference
 from bananaflow.generation import (
     BackendName,
+    EditTurn,
     GeneratedImage,
     ImageRequest,
     ReferenceImage,
@@ -41,8 +43,7 @@ Move = Literal["primary", "backend", "model"]
 
 def _to_request(
     job: ImageJob,
-    model: str,
-    references: list[ReferenceImage],
+    attempt: _Attempt,
     delivery: SyncDelivery,
     encoding: dict[str, Any],
 ) -> ImageRequest:
@@ -50,9 +51,10 @@ def _to_request(
         prompt=job.prompt,
         aspect_ratio=job.aspect_ratio,
         image_size=job.image_size,
-        model=model,
+        model=attempt.wire_model,
         seed=job.seed,
-        reference_images=references,
+        reference_images=attempt.references,
+        history=attempt.history,
         delivery=delivery,
         **encoding,
     )
@@ -89,12 +91,16 @@ def _tries(
     """(backend, model, how we got there) in the order they are tried.
 
     The job's model on every backend of its route first (a backend fallback keeps the image
-    the job asked for); then each configured fallback model, on the same backends.
+    the job asked for); then each configured fallback model, on the same backends. A step of
+    an edit chain is asked of its primary backend and model only: the thought signatures it
+    sends back are that model's, and a re-run continues the chain where it stopped.
     """
     tries: list[tuple[BackendName, str, Move]] = [
         (name, model_for(job, name, settings), "primary" if i == 0 else "backend")
         for i, name in enumerate(decision.backends)
     ]
+    if job.edit is not None:
+        return tries[:1]
     primary_model = tries[0][1]
     for other in fallback_models(settings, job, primary_model):
         tries += [(name, other, "model") for name in decision.backends]
@@ -192,6 +198,11 @@ async def _pay_for_master(
         _give_back(ctx, job)
         raise JobFailed("failed", str(err), kind="InputError", routes=[]) from err
     tries = _tries(settings, job, decision)
+    try:
+        history = await asyncio.to_thread(earlier_turns, ctx, job, *tries[0][:2])
+    except JobFailed:
+        _give_back(ctx, job)
+        raise
     routes: list[RouteAttempt] = []
     last: BackendError | None = None
     for name, model, move in tries:
@@ -206,7 +217,7 @@ async def _pay_for_master(
                 f"model fallback {tries[0][1]} → {model} after {routes[-1].outcome} "
                 f"(models.{tries[0][1]}.fallback)"
             )
-        attempt = _Attempt(name, model, wire_model(settings, model, name), references)
+        attempt = _Attempt(name, model, wire_model(settings, model, name), references, history)
         delivery: SyncDelivery = decided
         fell_back: str | None = None
         while True:
@@ -261,6 +272,7 @@ class _Attempt:
     model: str  # the catalogue id (prices, records)
     wire_model: str  # the id this backend knows it by
     references: list[ReferenceImage]
+    history: list[EditTurn]  # an edit step's earlier exchanges (empty otherwise)
 
 
 def _record(
@@ -296,13 +308,7 @@ async def _generate(
     fallback = decision.delivery.fallback if delivery == decision.delivery.delivery else None
     return await generate_with_retries(
         ctx.backends[attempt.backend],
-        _to_request(
-            job,
-            attempt.wire_model,
-            attempt.references,
-            delivery,
-            provider_encoding(attempt.backend, settings),
-        ),
+        _to_request(job, attempt, delivery, provider_encoding(attempt.backend, settings)),
         retry_policy(settings.generate.retry, delivery),
         on_retry=lambda err, _n, _wait: retried.append(err.kind),
         shed=lambda err: fallback is not None and is_shed(err, delivery, settings.route),
@@ -410,6 +416,8 @@ def store_master(
             "attempts": sum(r.attempts for r in routes),
             "estimated_usd": price,
             "routes": routes,
+            # The next step of the chain sends this answer back (chain/conversation.py).
+            "answer": image.answer() if job.edit is not None else None,
             **(extra or {}),
         }
     )

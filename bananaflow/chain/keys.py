@@ -12,7 +12,7 @@ from bananaflow.generation import BackendName
 from bananaflow.routing import RouteDecision
 from bananaflow.tiers import model_for
 
-__all__ = ["master_key", "model_for", "output_key", "primary_output_key"]
+__all__ = ["job_master_key", "master_key", "model_for", "output_key", "primary_output_key"]
 
 
 def _digest(obj: object) -> str:
@@ -26,7 +26,12 @@ def master_key(job: ImageJob, backend: BackendName, model: str) -> str:
     and Vertex (format, size, metadata). A fallback's master is filed under the primary's key:
     it is what the job asked for.
     """
-    return _digest({"job": job.job_id, "backend": backend, "model": model})
+    return job_master_key(job.job_id, backend, model)
+
+
+def job_master_key(job_id: str, backend: BackendName, model: str) -> str:
+    """:func:`master_key` of a job known only by its id (an earlier step of an edit chain)."""
+    return _digest({"job": job_id, "backend": backend, "model": model})
 
 
 def output_key(job: ImageJob, backend: BackendName, model: str, settings: Settings) -> str:

@@ -37,6 +37,7 @@ def base_row(
         presets=job.presets,
         quality_preset=job.quality,
         references=job.references,
+        edit=job.edit,
         routes=[
             RouteAttempt(
                 backend=decision.backends[0],

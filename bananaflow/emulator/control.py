@@ -37,9 +37,11 @@ class EmulatorControl:
         count: int = 1,
         backend: str | None = None,
         operation: str | None = None,
+        after: int = 0,
         **params: Any,
     ) -> None:
-        """Queue ``fault`` for the next ``count`` matching requests (see ``faults.ALL_FAULTS``)."""
+        """Queue ``fault`` for the next ``count`` matching requests (see ``faults.ALL_FAULTS``),
+        once ``after`` matching requests have passed untouched."""
         r = self._client.post(
             "/faults",
             json={
@@ -48,6 +50,7 @@ class EmulatorControl:
                 "backend": backend,
                 "operation": operation,
                 "params": params,
+                "after": after,
             },
         )
         if r.status_code == 400:

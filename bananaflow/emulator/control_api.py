@@ -91,11 +91,13 @@ async def add_fault(request: Request) -> Response:
         return _bad(f"backend must be one of {FAULT_BACKENDS}")
     if operation not in FAULT_OPERATIONS:
         return _bad(f"operation must be one of {FAULT_OPERATIONS}")
-    count = spec.get("count", 1)
+    count, after = spec.get("count", 1), spec.get("after", 0)
     params = spec.get("params") or {}
-    if isinstance(count, bool) or not isinstance(count, int) or not isinstance(params, dict):
-        return _bad("count must be an int and params an object")
-    fault = ForcedFault(spec["fault"], count, backend, operation, params)
+    if any(isinstance(n, bool) or not isinstance(n, int) for n in (count, after)):
+        return _bad("count and after must be ints")
+    if not isinstance(params, dict):
+        return _bad("params must be an object")
+    fault = ForcedFault(spec["fault"], count, backend, operation, params, after)
     try:
         _state(request).faults.add(fault)
     except ValueError as e:

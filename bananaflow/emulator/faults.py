@@ -2,7 +2,9 @@
 
 A forced fault is consumed by the next ``count`` requests it matches (backend and operation when
 given, and a request the fault can apply to: ``bad_base64`` needs an image in the answer,
-``token_error`` needs a ``/token`` call). Unmatched requests leave it queued.
+``token_error`` needs a ``/token`` call), after letting ``after`` matching requests through
+untouched (e.g. the third step of an edit chain fails, its first two are answered). Unmatched
+requests leave it queued.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class ForcedFault:
     backend: str | None = None
     operation: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    after: int = 0
 
     def matches(
         self, kind: RequestKind, backend: str, operation: str, tier: str | None = None
@@ -73,6 +76,7 @@ class ForcedFault:
             "backend": self.backend,
             "operation": self.operation,
             "params": dict(self.params),
+            "after": self.after,
         }
 
 
@@ -86,6 +90,8 @@ class FaultQueue:
             raise ValueError(f"unknown fault {fault.fault!r}; known: {known}")
         if fault.remaining < 1:
             raise ValueError("count must be at least 1")
+        if fault.after < 0:
+            raise ValueError("after must be 0 or more")
         self._queue.append(fault)
 
     def take(
@@ -94,6 +100,9 @@ class FaultQueue:
         """Consume one use of the oldest matching fault (``tier``: the call's service tier)."""
         for i, f in enumerate(self._queue):
             if f.matches(kind, backend, operation, tier):
+                if f.after:  # this request passes untouched; later faults wait their turn
+                    f.after -= 1
+                    return None
                 f.remaining -= 1
                 if f.remaining == 0:
                     del self._queue[i]

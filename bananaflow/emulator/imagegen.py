@@ -62,6 +62,8 @@ class ImageSpec:
     # generationConfig.seed: None renders from the request alone (see ``_seed``).
     seed: int | None = None
     reference_count: int = 0
+    # The user turn this answers (k of a k-turn conversation): an edit step shows its turn.
+    turn: int = 1
     # An interim "thought" image: a small composition draft drawn before the final one.
     draft: bool = False
 
@@ -77,6 +79,8 @@ def _seed(spec: ImageSpec) -> int:
     text = f"{spec.prompt}\x00{spec.reference_digest}"
     if spec.seed is not None:
         text += f"\x00seed={spec.seed}"
+    if spec.turn > 1:
+        text += f"\x00turn={spec.turn}"
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
 
 
@@ -181,6 +185,8 @@ def _draw_badges(img: Image.Image, spec: ImageSpec, references: tuple[bytes, ...
     words = []
     if spec.draft:
         words.append("draft")
+    if spec.turn > 1:
+        words.append(f"turn {spec.turn} of {spec.turn}")
     if spec.reference_count:
         words.append(f"refs: {spec.reference_count}")
     if spec.seed is not None:

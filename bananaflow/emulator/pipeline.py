@@ -664,6 +664,7 @@ def _image_spec(ctx: Ctx, req: GenerateRequest) -> ImageSpec:
         label=f"{ctx.route.backend} {ctx.route.model}",
         seed=req.seed,
         reference_count=req.reference_count,
+        turn=req.user_turns,
     )
 
 
@@ -679,6 +680,7 @@ def _draft_spec(final: ImageSpec) -> ImageSpec:
         label=final.label,
         seed=final.seed,
         reference_count=final.reference_count,
+        turn=final.turn,
         draft=True,
     )
 
@@ -713,6 +715,8 @@ async def image_answer(
     entry.update(prompt=req.prompt, aspect_ratio=req.aspect_ratio, image_size=req.image_size)
     if req.seed is not None:
         entry["seed"] = req.seed
+    if len(req.roles) > 1:  # a conversation (edit steps): what it carried, for tests to read
+        entry.update(roles=list(req.roles), signatures=list(req.signatures))
     tier = _requested_tier(ctx, req.service_tier)
     forced = await _take_fault(ctx, "image", tier)
     if forced is None:

@@ -242,6 +242,14 @@ class GenerateRequest:
     text_tokens: int = 0
     seed: int | None = None
     service_tier: str | None = None
+    # A multi-turn conversation (edits): every turn's role, and the thought signatures the
+    # model turns' images came back with, for the request log (tests read them there).
+    roles: tuple[str, ...] = field(default=(), compare=False)
+    signatures: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def user_turns(self) -> int:
+        return sum(1 for role in self.roles if role != "model") or 1
 
 
 @dataclass
@@ -252,6 +260,8 @@ class _Contents:
     texts: list[str] = field(default_factory=list)
     images: list[bytes] = field(default_factory=list)
     digest: Any = field(default_factory=hashlib.sha256)
+    roles: list[str] = field(default_factory=list)
+    signatures: list[str] = field(default_factory=list)
 
 
 def _check_role(route: Route, role: Any) -> None:
@@ -327,19 +337,19 @@ def _parse_contents(route: Route, contents: Any, *, signed: bool) -> _Contents:
             raise msg.bad_request(msg.MSG_EMPTY_INPUT)
         if not isinstance(parts, list):
             raise msg.invalid_json(f"Invalid value at '{where}.parts': expected a list.")
+        acc.roles.append(str(role or ""))
         texts: list[str] = []
         for j, part in enumerate(parts):
             part_where = f"{where}.parts[{j}]"
             text, image = _check_part(route, part, part_where, acc)
             if text:
                 texts.append(text)
-            if (
-                signed
-                and image
-                and role == "model"
-                and not _has_signature(fields(part, PART_FIELDS, part_where), part_where)
-            ):
+            if not (image and role == "model"):
+                continue
+            f = fields(part, PART_FIELDS, part_where)
+            if signed and not _has_signature(f, part_where):
                 raise msg.missing_signature(i + 1, j + 1)
+            acc.signatures.append(str(f.get("thoughtSignature") or ""))
         acc.texts.extend(texts)
         if role in (None, "", "user"):
             acc.prompt = " ".join(texts)
@@ -559,6 +569,8 @@ def parse_generate(route: Route, body: Any) -> GenerateRequest:
         reference_count=len(acc.images),
         references=tuple(acc.images),
         text_tokens=_text_tokens(texts),
+        roles=tuple(acc.roles),
+        signatures=tuple(acc.signatures),
         **options,
     )
 

@@ -18,7 +18,7 @@ from pydantic import (
 from bananaflow.errors import InputError
 from bananaflow.expand.expansion import base_prompt, short_text, spec_label
 from bananaflow.expand.references import absolute
-from bananaflow.expand.specs import LIST_FIELDS, MAX_VARIANTS, PromptSpec
+from bananaflow.expand.specs import LIST_FIELDS, MAX_EDIT_STEPS, MAX_VARIANTS, PromptSpec
 from bananaflow.generation import ASPECT_RATIOS, IMAGE_SIZES
 from bananaflow.yamlio import AliasLimitError, RatioSafeLoader
 
@@ -216,7 +216,20 @@ def _from_validation(err: ValidationError, item: _Item) -> InputError:
     top = str(loc[0]) if loc else None
     name = _field_name(loc) or "text/template"
     fix = ""
-    if top == "references" and len(loc) > 1:
+    if top == "start_image":
+        problem = f"{short_text(value)} is not an image reference"
+        fix = "write a path, a file:// or gs:// URL, or {run: <run id>, job: <job id>}"
+    elif top == "edits" and kind == "too_long":
+        problem = f"has {len(value)} steps, over the {MAX_EDIT_STEPS} an edit chain may have"
+        fix = "split it: start a second chain from this one's last image ({run, job})"
+    elif top == "edits" and len(loc) > 1:
+        name = _field_name(loc[:2])
+        problem = f"{short_text(value)} is not an instruction"
+        fix = "write each edit instruction as text"
+    elif top == "edits" and kind == "value_error":
+        problem = str(first["msg"]).removeprefix("Value error, ")
+        fix = "write each edit as a non-empty instruction, or remove the empty one"
+    elif top == "references" and len(loc) > 1:
         # A union (path or {run, job}): pydantic's first branch ("a valid string") misleads.
         name = _field_name(loc[:2])
         problem = f"{short_text(value)} is not a reference"
@@ -234,13 +247,21 @@ def _from_validation(err: ValidationError, item: _Item) -> InputError:
         fix = "list at least one value, or leave the field out to use the config default"
     elif kind == "value_error":
         problem = str(first["msg"]).removeprefix("Value error, ")
-        if not loc:
+        if not loc and _is_edit(item):  # PromptSpec._an_edit_chain: "<field> ...; <fix>"
+            name = problem.split(" ", 1)[0]
+            problem, _, fix = problem.partition("; ")
+        elif not loc:
             fix = "write the prompt under text:, or a template under template: with variables:"
     else:
         problem = f"{str(first['msg']).rstrip('.').lower()} (got {short_text(value)})"
         if top == "variants":
             fix = f"use a whole number from 1 to {MAX_VARIANTS}"
     return InputError(name, f"{problem} (in {item.locate(top)})", fix=fix)
+
+
+def _is_edit(item: _Item) -> bool:
+    """Whether the raw spec is meant as an edit chain (its errors then name edit fields)."""
+    return isinstance(item.raw, dict) and bool({"edits", "start_image"} & item.raw.keys())
 
 
 def _to_spec(item: _Item) -> PromptSpec:
@@ -262,13 +283,16 @@ def _to_spec(item: _Item) -> PromptSpec:
         spec = PromptSpec.model_validate(raw)
     except ValidationError as e:
         raise _from_validation(e, item) from None
-    try:
-        base_prompt(spec, spec_label(spec, 0) if spec.id else "the prompt")
-    except InputError as e:
-        raise _relocated(e, item.locate(e.field)) from None
-    if spec.references:  # a relative path means "next to the batch file"
-        base = item.path.resolve().parent
+    if spec.edits is None:
+        try:
+            base_prompt(spec, spec_label(spec, 0) if spec.id else "the prompt")
+        except InputError as e:
+            raise _relocated(e, item.locate(e.field)) from None
+    base = item.path.resolve().parent  # a relative path means "next to the batch file"
+    if spec.references:
         spec = spec.model_copy(update={"references": [absolute(r, base) for r in spec.references]})
+    if spec.start_image is not None:
+        spec = spec.model_copy(update={"start_image": absolute(spec.start_image, base)})
     return spec
 
 

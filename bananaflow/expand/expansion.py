@@ -14,7 +14,7 @@ from bananaflow.expand.identity import compute_job_id, spec_hash
 from bananaflow.expand.references import ReferenceResolver
 from bananaflow.expand.specs import MAX_PROMPT_CHARS, ImageJob, PromptSpec
 from bananaflow.generation import is_blank_text
-from bananaflow.records import ReferenceRef
+from bananaflow.records import EditStep, ReferenceRef
 
 
 def short_text(value: Any, limit: int = 60) -> str:
@@ -166,6 +166,12 @@ def expand(
                     fix="give each prompt its own id",
                 )
             by_id.setdefault(spec.id, (index, spec))
+        if spec.edits is not None:
+            for job in _edit_chains(spec, label, defaults, resolver):
+                if job.job_id not in seen:  # a step shared with an earlier chain
+                    seen.add(job.job_id)
+                    jobs.append(job)
+            continue
         base = base_prompt(spec, label)
         prompt = _with_presets(base, _preset_texts(spec, settings, label))
         if len(prompt) > MAX_PROMPT_CHARS:
@@ -215,4 +221,89 @@ def expand(
                             delivery=spec.delivery,
                         )
                     )
+    return jobs
+
+
+def _instructions(spec: PromptSpec, label: str) -> list[str]:
+    out: list[str] = []
+    for i, raw in enumerate(spec.edits or []):
+        text = normalise(raw)
+        if len(text) > MAX_PROMPT_CHARS:
+            raise InputError(
+                f"edits[{i}]",
+                f"{label}: instruction {i + 1} is {len(text):,} characters, over the "
+                f"{MAX_PROMPT_CHARS:,} limit",
+                fix="shorten the instruction",
+            )
+        out.append(text)
+    return out
+
+
+def _edit_chains(
+    spec: PromptSpec,
+    label: str,
+    defaults: GenerateSettings,
+    resolver: ReferenceResolver | None,
+) -> list[ImageJob]:
+    """An edit spec → one chain per ratio × size × variant, each a job per instruction.
+
+    Step k's id hashes the chain up to k (start image and other references, the instructions
+    before it, its own, model, size...), so every step is claimed, paid and reused like any
+    job, and a chain extended by a step re-renders only the new one. ``references[0]`` is the
+    start image; any other references ride along in the first turn.
+    """
+    assert spec.start_image is not None  # PromptSpec refuses edits without one
+    if resolver is None:
+        raise InputError(
+            "start_image", f"{label} is an edit chain, but this entry point cannot read images"
+        )
+    instructions = _instructions(spec, label)
+    references = [resolver.resolve(spec.start_image, label), *_references(spec, resolver, label)]
+    shas = [r.sha256 for r in references]
+    spec_id = spec.id or spec_hash(spec)
+    quality = spec.quality or defaults.quality
+    preset = quality_preset(defaults, quality, label) or QualityPreset()
+    model = spec.model or preset.model
+    backend = spec.backend or preset.backend
+    jobs: list[ImageJob] = []
+    for ratio in unique(spec.aspect_ratios or [defaults.aspect_ratio]):
+        for size in unique(spec.image_sizes or [preset.image_size or defaults.image_size]):
+            for variant in range(spec.variants):
+                ids = [
+                    compute_job_id(
+                        prompt=instruction,
+                        aspect_ratio=ratio,
+                        image_size=size,
+                        variant=variant,
+                        backend=backend,
+                        model=model,
+                        references=shas,
+                        earlier_edits=instructions[:k],
+                    )
+                    for k, instruction in enumerate(instructions)
+                ]
+                jobs += [
+                    ImageJob(
+                        job_id=job_id,
+                        spec_id=spec_id,
+                        prompt=instructions[k],
+                        original_prompt=instructions[k],
+                        aspect_ratio=ratio,
+                        image_size=size,
+                        variant=variant,
+                        backend=backend,
+                        model=model,
+                        quality=quality,
+                        references=references,
+                        delivery=spec.delivery,
+                        edit=EditStep(
+                            chain_id=ids[-1],
+                            step=k + 1,
+                            steps=len(ids),
+                            instructions=instructions[: k + 1],
+                            earlier_jobs=ids[:k],
+                        ),
+                    )
+                    for k, job_id in enumerate(ids)
+                ]
     return jobs

@@ -25,12 +25,17 @@ def compute_job_id(
     backend: str | None,
     model: str | None,
     references: list[str] | None = None,
+    earlier_edits: list[str] | None = None,
 ) -> str:
     """The identity of a render; re-runs and promotion find earlier images through it.
 
     ``references`` are the content hashes of the reference images, in order: another photo is
     another image, the same photo from another path is the same one. Without references the
     payload is exactly what it was before they existed, so every earlier job keeps its id.
+
+    A step of an edit chain is ``prompt`` (its instruction) applied after ``earlier_edits``
+    (the instructions before it, in order) to its start image (``references[0]``): the chain
+    up to this step, so two chains sharing their first steps share those steps' images.
     """
     payload: dict[str, Any] = {
         "prompt": prompt,
@@ -42,13 +47,15 @@ def compute_job_id(
     }
     if references:
         payload["references"] = references
+    if earlier_edits is not None:
+        payload["earlier_edits"] = earlier_edits
     return hashlib.sha256(_canonical(payload)).hexdigest()[:16]
 
 
 # How an image is bought is not what it is: the same image at another price keeps its name.
 _NOT_IDENTITY = {"id", "delivery"}
 # Fields added after spec ids were first hashed: left out while unset, so old ids hold.
-_LATER_FIELDS = ("quality", "references")
+_LATER_FIELDS = ("quality", "references", "start_image", "edits")
 
 
 def spec_hash(spec: PromptSpec) -> str:

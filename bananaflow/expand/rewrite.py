@@ -23,11 +23,13 @@ async def rewrite_jobs(
     ratio matrix compares one rewritten prompt across ratios rather than several. A blank (or
     over-long) rewrite keeps the original; a failing ``rewrite`` raises, because silently
     rendering un-rewritten prompts would defeat a run that asked for rewriting. Jobs already
-    rewritten are left alone, so calling this twice is harmless.
+    rewritten are left alone, so calling this twice is harmless. Edit instructions are left
+    alone too: "add a soft shadow" is an edit, not a scene to enrich, and a step's earlier
+    instructions go back to the model as they were written.
     """
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
-    todo = unique(job.prompt for job in jobs if not job.rewritten)
+    todo = unique(job.prompt for job in jobs if not job.rewritten and job.edit is None)
     gate = asyncio.Semaphore(concurrency)
 
     async def one(prompt: str) -> str:
@@ -51,7 +53,7 @@ async def rewrite_jobs(
             new_prompts[prompt] = new
     out: list[ImageJob] = []
     for job in jobs:
-        new = None if job.rewritten else new_prompts.get(job.prompt)
+        new = None if job.rewritten or job.edit else new_prompts.get(job.prompt)
         out.append(
             job if new is None else job.model_copy(update={"prompt": new, "rewritten": True})
         )

@@ -14,12 +14,15 @@ from pydantic import (
     model_validator,
 )
 
-from bananaflow.generation import AspectRatio, BackendName, Delivery, ImageSize
-from bananaflow.records import ReferenceRef
+from bananaflow.generation import AspectRatio, BackendName, Delivery, ImageSize, is_blank_text
+from bananaflow.records import EditStep, ReferenceRef
 
 MAX_PROMPT_CHARS = 30_000  # the API's limit; ImageRequest enforces the same bound
 MAX_VARIANTS = 16
-LIST_FIELDS = ("presets", "aspect_ratios", "image_sizes", "references")
+# Each step sends every earlier image back (a 2K step is megabytes per turn): a longer chain
+# is better split, its next chain starting from this one's output ({run, job}).
+MAX_EDIT_STEPS = 8
+LIST_FIELDS = ("presets", "aspect_ratios", "image_sizes", "references", "edits")
 
 
 class RunOutput(BaseModel):
@@ -63,6 +66,14 @@ class PromptSpec(BaseModel):
     delivery: Delivery | None = Field(
         None, description="How to buy these images; None takes the run's or the config's."
     )
+    start_image: str | RunOutput | None = Field(
+        None, description="An edit chain's start image: a path, file:// or gs:// URL, {run, job}."
+    )
+    edits: list[str] | None = Field(
+        None,
+        max_length=MAX_EDIT_STEPS,
+        description="Edit instructions applied turn by turn to start_image, one image per step.",
+    )
 
     @field_validator(*LIST_FIELDS, mode="before")
     @classmethod
@@ -85,12 +96,45 @@ class PromptSpec(BaseModel):
             out[key] = value
         return out
 
+    @field_validator("edits")
+    @classmethod
+    def _instructions_not_blank(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("is an empty list; an edit chain needs at least one instruction")
+        for i, instruction in enumerate(v):
+            if is_blank_text(instruction):
+                raise ValueError(f"instruction {i + 1} is blank")
+        return [instruction.strip() for instruction in v]
+
     @model_validator(mode="after")
     def _exactly_one_source(self) -> PromptSpec:
+        if self.edits is not None or self.start_image is not None:
+            return self._an_edit_chain()
         if self.text is not None and self.template is not None:
             raise ValueError("both text and template are set; give exactly one")
         if self.text is None and self.template is None:
             raise ValueError("neither text nor template is set; give exactly one")
+        return self
+
+    def _an_edit_chain(self) -> PromptSpec:
+        # "<field> <problem>; <fix>": the batch reader turns it into one line naming the field.
+        if self.edits is None:
+            raise ValueError("edits missing: start_image is set; list the edit instructions")
+        if self.start_image is None:
+            raise ValueError(
+                "start_image missing: edits need one; add start_image: <path, URL or {run, job}>"
+            )
+        if self.text is not None or self.template is not None:
+            raise ValueError(
+                "edits and text/template both set: an edit chain's prompts are its edits; "
+                "remove text/template"
+            )
+        if self.presets:
+            raise ValueError(
+                "presets not appended to edit instructions; remove presets from the edit chain"
+            )
         return self
 
 
@@ -115,6 +159,9 @@ class ImageJob(BaseModel):
     rewritten: bool = False
     quality: str | None = None
     references: list[ReferenceRef] = Field(default_factory=list)
+    edit: EditStep | None = Field(
+        None, description="Set on a step of an edit chain; ``references[0]`` is its start image."
+    )
 
     @property
     def seed(self) -> int:
