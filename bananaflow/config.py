@@ -261,6 +261,17 @@ class EmulatorBatchSettings(_Model):
 
     pending_s: float = Field(30.0, ge=0, description="A new batch waits this long, then runs.")
     running_s: float = Field(60.0, ge=0, description="Then runs this long, then ends.")
+    max_concurrent_batches: int | None = Field(
+        100,
+        ge=1,
+        description="AI Studio refuses a create with 429 while this many batches are unfinished.",
+    )
+    vertex_queued_s: float = Field(
+        0.0, ge=0, description="A new Vertex job first sits JOB_STATE_QUEUED this long."
+    )
+    vertex_cancelling_s: float = Field(
+        5.0, ge=0, description="A cancelled Vertex job is JOB_STATE_CANCELLING this long."
+    )
     expire_after_s: float = Field(172_800.0, gt=0, description="Pending/running past it: EXPIRED.")
     file_ttl_s: float = Field(172_800.0, gt=0, description="Files API objects live 48 h.")
     shuffle_output: bool = Field(True, description="Answer lines in an order unlike the input.")
@@ -580,6 +591,15 @@ class BatchSettings(_Model):
     fallback: Literal["none", "online"] = Field(
         "none",
         description="Jobs whose batch line failed, expired or was cancelled: end or go online.",
+    )
+    create_retry: RetrySettings = Field(
+        default_factory=lambda: RetrySettings(
+            initial_delay_s=60.0, max_delay_s=900.0, max_attempts=20, deadline_s=6 * 3600.0
+        ),
+        description=(
+            "Backoff for a batch create refused with 429 (too many batch jobs waiting at "
+            "Google); only a 429 is asked again, create being non-idempotent."
+        ),
     )
 
 

@@ -51,6 +51,7 @@ _FLAGS = {
     "batch_file": "batch",
     "prompts": "prompt",
     "references": "reference",
+    "image_sizes": "size",
 }
 
 _PREFECT_QUIET_DEFAULTS = {
@@ -237,12 +238,16 @@ def _leave_without_prefect(summary: Any) -> NoReturn:
 
 def _parameters(raw: dict[str, Any]) -> Any:
     """The flow's parameters; a bad value is one line naming the flag the user typed."""
-    from pydantic import ValidationError
-
     from bananaflow.parameters import GenerateParameters
 
+    return _validated(GenerateParameters, raw)
+
+
+def _validated(model: Any, raw: dict[str, Any]) -> Any:
+    from pydantic import ValidationError
+
     try:
-        return GenerateParameters.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as e:
         first = e.errors(include_url=False)[0]
         name = str(first["loc"][0]) if first["loc"] else "input"
@@ -386,6 +391,80 @@ def _delivery_cell(row: Any) -> str:
     if billed is None or billed == row.delivery:
         return row.delivery
     return f"{row.delivery} → {billed}"
+
+
+@app.command()
+def compare(
+    prompts: Annotated[list[str] | None, typer.Argument(help="Prompt(s) to compare.")] = None,
+    batch: Annotated[
+        Path | None, typer.Option("--batch", "-b", help="YAML/JSONL/CSV specs.")
+    ] = None,
+    deliveries: Annotated[
+        str | None,
+        typer.Option(
+            help="Compare deliveries instead of platforms, e.g. online,flex,batch "
+            "(priority too); each prompt is bought each way."
+        ),
+    ] = None,
+    config: Annotated[
+        str, typer.Option("--config", "-c", help="local|dev|prod or a path.")
+    ] = "local",
+    size: Annotated[
+        list[str] | None, typer.Option(help="Size to compare at (repeatable); default 1K.")
+    ] = None,
+    out: Annotated[str | None, typer.Option(help="Storage URL (file://, gs://).")] = None,
+) -> None:
+    """Measure the same prompts on AI Studio vs Vertex AI, or bought by each delivery."""
+    _quiet_prefect()
+    _log_to_stderr()
+    if not prompts and batch is None:
+        raise _fail(BananaflowError("give a prompt or --batch FILE"))
+    raw: dict[str, Any] = {
+        "prompts": prompts or [],
+        "batch_file": str(batch) if batch else None,
+        "config": config,
+        "output": out,
+        "deliveries": [d.strip() for d in (deliveries or "").split(",") if d.strip()],
+    }
+    if size:
+        raw["image_sizes"] = size
+    try:
+        from bananaflow.flows.compare import CompareParameters, compare
+
+        params = _validated(CompareParameters, raw)
+        settings = load_settings(params.config, params.overrides("compare"))
+        with embedded(settings.emulator, wanted=settings.emulator.embedded), ephemeral_api():
+            report = _await_flow(compare(params), [])
+    except BananaflowError as err:
+        raise _fail(err) from None
+    _print_comparison(report)
+
+
+def _print_comparison(report: Any) -> None:
+    from bananaflow.comparison_delivery import COLUMNS, DeliveryReport, delivery_rows
+
+    if isinstance(report, DeliveryReport):
+        table = Table(
+            *[name for name, _ in COLUMNS],
+            title=f"deliveries compared on {report.backend} ({report.run_id})",
+            title_justify="left",
+        )
+        for cells in delivery_rows(report):
+            table.add_row(*cells)
+    else:
+        table = Table("platform", "size", "images", "latency p50", "cost / image")
+        for s in report.stats:
+            table.add_row(
+                s.backend,
+                s.image_size,
+                f"{s.uploaded} / {s.jobs}",
+                "—" if s.latency_p50_s is None else f"{s.latency_p50_s:.2f} s",
+                "—" if s.usd_per_image is None else f"${s.usd_per_image:.4f}",
+            )
+    console.print(table)
+    if report.note:
+        console.print(report.note, highlight=False, soft_wrap=True)
+    console.print(f"report {report.markdown_uri}", highlight=False, soft_wrap=True)
 
 
 @app.command()

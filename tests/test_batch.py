@@ -24,7 +24,7 @@ from bananaflow.backends import create_backend
 from bananaflow.batch.book import BatchBook
 from bananaflow.batch.deliver import deliver, finish
 from bananaflow.batch.gemini import GeminiBatches
-from bananaflow.batch.lines import match
+from bananaflow.batch.lines import match, read_answer, to_jsonl
 from bananaflow.batch.states import normalize
 from bananaflow.chain import (
     ChainContext,
@@ -194,10 +194,13 @@ def test_shuffled_answers_are_matched_by_key_not_order(tmp_path: Path) -> None:
         assert store.get(rows[job.job_id].master_path) == expected, job.prompt
 
 
-def test_match_reports_missing_duplicate_and_unknown_keys() -> None:
+def test_match_reports_missing_duplicate_and_unknown_keys(tmp_path: Path) -> None:
     rows = [{"key": "b", "n": 1}, {"key": "a"}, {"key": "b", "n": 2}, {"key": "zz"}]
-    matched = match(rows, ["a", "b", "c"])
-    assert matched.answers["b"]["n"] == 1
+    answers = tmp_path / "answers.jsonl"
+    answers.write_bytes(to_jsonl(rows[:2]) + b"not json\n\n" + to_jsonl(rows[2:]))
+    matched = match([answers], ["a", "b", "c"])
+    assert read_answer(matched.answers["b"])["n"] == 1
+    assert read_answer(matched.answers["a"]) == {"key": "a"}
     assert (matched.missing, matched.duplicates, matched.unknown) == (["c"], ["b"], ["zz"])
 
 

@@ -11,11 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from bananaflow.batch.book import BatchBook, BatchRecord
-from bananaflow.batch.lines import answer_image, match, request_digest, request_line
+from bananaflow.batch.lines import (
+    answer_image,
+    match,
+    read_answer,
+    request_digest,
+    request_line,
+)
 from bananaflow.batch.provider import BatchProvider
 from bananaflow.batch.states import TERMINAL, WITH_OUTPUT
 from bananaflow.chain import ChainContext, JobFailed, store_master
@@ -51,7 +59,7 @@ def poll_interval(ctx: ChainContext, attempt: int) -> float:
     cfg = ctx.settings.batch
     emu = ctx.settings.emulator
     scale = emu.time_scale if emu.embedded else 1.0
-    return min(cfg.max_poll_s, cfg.poll_s * 1.5**attempt) * scale
+    return min(cfg.max_poll_s, cfg.poll_s * 1.5 ** min(attempt, 64)) * scale  # no overflow
 
 
 def _age_s(record: BatchRecord) -> float:
@@ -62,21 +70,23 @@ async def wait_for(
     ctx: ChainContext, api: BatchProvider, record: BatchRecord
 ) -> tuple[BatchRecord, dict[str, Any]]:
     """Poll until the batch ends; a batch older than ``batch.max_wait_s`` (emulator: scaled)
-    is cancelled and looked at once more, so its jobs end with a reason or go to the
-    fallback instead of holding this process for ever."""
+    is cancelled, and polled until the cancel took (Vertex passes through CANCELLING), so its
+    jobs end with a reason or go to the fallback instead of holding this process for ever."""
     emu = ctx.settings.emulator
     limit_s = ctx.settings.batch.max_wait_s * (emu.time_scale if emu.embedded else 1.0)
     attempt = 0
+    cancelled = False
     while True:
         record, op = await look(ctx, api, record)
         if record.state in TERMINAL:
             return record, op
-        if _age_s(record) > limit_s:
+        if not cancelled and record.state != "cancelling" and _age_s(record) > limit_s:
             log.warning(
                 "batch %s still %s after batch.max_wait_s: cancelling", record.name, record.state
             )
             await api.cancel(record.name)
-            return await look(ctx, api, record)
+            cancelled = True
+            continue
         await asyncio.sleep(poll_interval(ctx, attempt))
         attempt += 1
 
@@ -84,19 +94,39 @@ async def wait_for(
 async def collect(
     ctx: ChainContext, api: BatchProvider, record: BatchRecord, op: dict[str, Any]
 ) -> dict[str, Outcome]:
-    """Every job of an ended batch: its stored master, or why it has none (job id → outcome)."""
-    outcomes: dict[str, Outcome] = {}
+    """Every job of an ended batch: its stored master, or why it has none (job id → outcome).
+
+    The answers are copied into the run's work dir (in chunks) and read a line at a time;
+    the copy is removed when the batch is collected."""
     why = f"batch {record.name} ended {record.state}"
     error = op.get("error")
     if isinstance(error, dict) and error.get("message"):
         why += f": {str(error['message'])[:200]}"
-    rows = await api.answers(op) if record.state in WITH_OUTPUT else []
-    vertex = record.backend == "vertex"
+    folder = ctx.work_dir / f"batch-{record.record_id}"
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        return await _outcomes(ctx, api, record, op, why, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def _outcomes(
+    ctx: ChainContext,
+    api: BatchProvider,
+    record: BatchRecord,
+    op: dict[str, Any],
+    why: str,
+    folder: Path,
+) -> dict[str, Outcome]:
+    outcomes: dict[str, Outcome] = {}
+    paths = await api.answers(op, folder) if record.state in WITH_OUTPUT else []
     digests = {
-        request_digest(request_line(j, record.model, vertex=vertex)["request"]): j.job_id
+        request_digest(request_line(j, record.model, record.backend, ctx.settings)["request"]): (
+            j.job_id
+        )
         for j in record.jobs
     }
-    matched = match(rows, [j.job_id for j in record.jobs], digests)
+    matched = await asyncio.to_thread(match, paths, [j.job_id for j in record.jobs], digests)
     for job in record.jobs:
         key = record.keys[job.job_id]
         attempt = RouteAttempt(
@@ -106,7 +136,8 @@ async def collect(
             delivery="batch",
         )
         claim = await asyncio.to_thread(ctx.ledger.batch_claim, key)
-        row = matched.answers.get(job.job_id)
+        where = matched.answers.get(job.job_id)
+        row = await asyncio.to_thread(read_answer, where) if where is not None else None
         try:
             if record.state not in WITH_OUTPUT:
                 attempt.outcome = record.state
@@ -122,7 +153,7 @@ async def collect(
                     routes=[attempt],
                 )
             try:
-                image = answer_image(row, job, record.backend, record.model)
+                image = answer_image(row, job, record.backend, record.model, ctx.settings)
             except BackendError as err:
                 attempt.outcome = err.kind
                 status = "refused" if isinstance(err, Refused) else "failed"

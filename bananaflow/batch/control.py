@@ -55,7 +55,7 @@ async def cancel_run(settings: Settings, run_id: str) -> list[str]:
     names = []
     try:
         for record in await refresh(pool, records):
-            if not record.collected and record.state in ("pending", "running"):
+            if not record.collected and record.state in ("queued", "pending", "running"):
                 await pool(record.backend).cancel(record.name)
                 names.append(record.name)
     finally:

@@ -3,12 +3,15 @@
 Raw JSON, not the SDK: the SDK drops a finished batch's ``error`` and ``batchStats`` and keeps
 ``done`` False on some end states (batch-and-model-tiers.md §0, §1.4). The API version is
 pinned to ``v1beta`` (batch on ``v1`` is unverified); the key travels in a header only.
-Create is not idempotent, so it is never retried here: the caller records what it returned.
+Create is not idempotent: it is asked again only when refused with 429 (``admission``), and
+the caller records what it returned.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +19,8 @@ from pydantic import SecretStr
 
 from bananaflow.backends import make_client
 from bananaflow.backends.status import error_from_response
-from bananaflow.batch.lines import read_jsonl, to_jsonl
+from bananaflow.batch.admission import admitted, create_policy
+from bananaflow.batch.lines import to_jsonl
 from bananaflow.batch.states import BatchState, normalize
 from bananaflow.config import Settings
 from bananaflow.errors import ConfigError, MalformedResponse
@@ -38,6 +42,7 @@ class GeminiBatches:
         self._root = cfg.base_url.rstrip("/")
         self._client = client
         self._owns_client = owns_client
+        self._create_retry = create_policy(settings)
 
     @classmethod
     def open(cls, settings: Settings) -> GeminiBatches:
@@ -103,15 +108,21 @@ class GeminiBatches:
             raise MalformedResponse("upload answer has no file name", backend="aistudio")
         return name
 
-    async def download(self, file_name: str) -> bytes:
+    async def download(self, file_name: str, dest: Path) -> None:
+        """The file's bytes streamed to ``dest`` in chunks (a responses file may be GBs)."""
         fid = file_name.removeprefix("files/")
-        r = await self._client.get(
+        async with self._client.stream(
+            "GET",
             f"{self._root}/download/{VERSION}/files/{fid}:download",
             params={"alt": "media"},
             headers=self._headers(),
-        )
-        self._check(r)
-        return r.content
+        ) as r:
+            if not r.is_success:
+                await r.aread()
+                self._check(r)
+            with dest.open("wb") as out:
+                async for chunk in r.aiter_bytes():
+                    out.write(chunk)
 
     async def delete_file(self, file_name: str) -> None:
         r = await self._client.delete(
@@ -150,25 +161,38 @@ class GeminiBatches:
         """Send the request lines as one batch: (batch name, where its input is)."""
         if inline:
             items = [{"request": ln["request"], "metadata": {"key": ln["key"]}} for ln in lines]
-            op = await self.create(model, display_name, file_name=None, inline=items)
+            op = await admitted(
+                lambda: self.create(model, display_name, file_name=None, inline=items),
+                self._create_retry,
+            )
             return str(op["name"]), "inline"
         source = await self.upload(to_jsonl(lines), display_name, "application/jsonl")
-        op = await self.create(model, display_name, file_name=source, inline=None)
+        op = await admitted(
+            lambda: self.create(model, display_name, file_name=source, inline=None),
+            self._create_retry,
+        )
         return str(op["name"]), source
 
     async def status(self, name: str) -> tuple[BatchState, dict[str, Any]]:
         op = await self.get(name)
         return normalize(op.get("metadata", {}).get("state")), op
 
-    async def answers(self, op: dict[str, Any]) -> list[dict[str, Any]]:
-        """The answer rows of an ended batch: the responses file, or the inline list."""
+    async def answers(self, op: dict[str, Any], folder: Path) -> list[Path]:
+        """The answers of an ended batch as JSONL in ``folder``: the responses file, streamed,
+        or the inline list written out."""
         output = op.get("metadata", {}).get("output") or op.get("response") or {}
         file_name = output.get("responsesFile")
         if isinstance(file_name, str):
-            return read_jsonl(await self.download(file_name))
+            dest = folder / "responses.jsonl"
+            await self.download(file_name, dest)
+            return [dest]
         inline = output.get("inlinedResponses", {})
         items = inline.get("inlinedResponses", []) if isinstance(inline, dict) else []
-        return [i for i in items if isinstance(i, dict)]
+        dest = folder / "inlined.jsonl"
+        await asyncio.to_thread(
+            dest.write_bytes, to_jsonl([i for i in items if isinstance(i, dict)])
+        )
+        return [dest]
 
     async def cancel(self, name: str) -> None:
         r = await self._client.post(

@@ -7,6 +7,7 @@ AI Studio (``gemini``) and Vertex (``vertex``) differ in wire, storage (Files AP
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from bananaflow.batch.gemini import GeminiBatches
@@ -27,8 +28,8 @@ class BatchProvider(Protocol):
         """The batch's state and its raw resource (which carries its ``error``)."""
         ...
 
-    async def answers(self, raw: dict[str, Any]) -> list[dict[str, Any]]:
-        """The answer rows of an ended batch."""
+    async def answers(self, raw: dict[str, Any], folder: Path) -> list[Path]:
+        """The answer JSONL files of an ended batch, copied into ``folder`` in chunks."""
         ...
 
     async def cancel(self, name: str) -> None: ...

@@ -1,15 +1,27 @@
 """Provider batch states, one vocabulary for both platforms.
 
 Gemini's wire says ``BATCH_STATE_*`` (the SDK rewrites it to ``JOB_STATE_*``); Vertex says
-``JOB_STATE_*`` and has ``PARTIALLY_SUCCEEDED``, which the SDK's ``done`` misses. A state this
-table does not know is treated as still running: a new provider state must not end jobs.
+``JOB_STATE_*`` and has ``PARTIALLY_SUCCEEDED``, which the SDK's ``done`` misses, ``QUEUED``
+(over Vertex's concurrent-job limit) and ``CANCELLING`` (cancel asked, not yet done: keep
+polling). A state this table does not know is treated as still running: a new provider state
+must not end jobs.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-BatchState = Literal["pending", "running", "succeeded", "partial", "failed", "cancelled", "expired"]
+BatchState = Literal[
+    "queued",
+    "pending",
+    "running",
+    "cancelling",
+    "succeeded",
+    "partial",
+    "failed",
+    "cancelled",
+    "expired",
+]
 TERMINAL: frozenset[BatchState] = frozenset(
     {"succeeded", "partial", "failed", "cancelled", "expired"}
 )
@@ -18,9 +30,9 @@ WITH_OUTPUT: frozenset[BatchState] = frozenset({"succeeded", "partial"})
 
 _NAMES: dict[str, BatchState] = {
     "PENDING": "pending",
-    "QUEUED": "pending",
+    "QUEUED": "queued",
     "RUNNING": "running",
-    "CANCELLING": "running",
+    "CANCELLING": "cancelling",
     "UPDATING": "running",
     "PAUSED": "running",
     "SUCCEEDED": "succeeded",

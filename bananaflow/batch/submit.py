@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from bananaflow.batch.admission import create_policy
 from bananaflow.batch.book import BatchBook, BatchRecord
 from bananaflow.batch.lines import request_line
 from bananaflow.batch.provider import BatchProvider, Providers
 from bananaflow.chain import ChainContext, master_key, model_for
+from bananaflow.chain.request import reference_images
 from bananaflow.expand import ImageJob
 from bananaflow.generation import BackendName
 from bananaflow.ledger import Claim
@@ -37,6 +39,9 @@ async def submit(
     book = BatchBook(ctx.store)
     groups: dict[tuple[BackendName, str], list[Member]] = {}
     joined: list[str] = []
+    # Held through a create refused for quota and asked again for hours (``admission``): a
+    # claim that lapsed meanwhile would let another run submit the same jobs.
+    claim_s = create_policy(ctx.settings).deadline_s + ctx.ledger.claim_ttl_s
     for job, decision in zip(jobs, decisions, strict=True):
         backend = decision.backends[0]
         model = model_for(job, backend, ctx.settings)
@@ -46,7 +51,7 @@ async def submit(
             if held.record.batch not in joined:
                 joined.append(held.record.batch)
             continue
-        verdict = await asyncio.to_thread(ctx.ledger.try_claim, key)
+        verdict = await asyncio.to_thread(ctx.ledger.try_claim, key, claim_s)
         if verdict.claim is not None:
             groups.setdefault((backend, model), []).append((job, decision, verdict.claim))
     records = []
@@ -72,7 +77,10 @@ async def _send(
 ) -> BatchRecord:
     settings = ctx.settings
     try:
-        lines = [request_line(job, model, vertex=backend == "vertex") for job, _, _ in members]
+        lines = []
+        for job, _, _ in members:  # references read (and checked) now, sent inline
+            references = await asyncio.to_thread(reference_images, settings, job)
+            lines.append(request_line(job, model, backend, settings, references))
         display = f"bananaflow-{ctx.run_id}-{model}"[:128]
         inline = len(members) <= settings.batch.inline_max_jobs
         name, source = await api.submit(model, lines, display, inline=inline)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,7 +21,8 @@ import httpx
 from bananaflow.backends import make_client
 from bananaflow.backends.auth import TokenSource, load_credentials
 from bananaflow.backends.status import error_from_response
-from bananaflow.batch.lines import read_jsonl, to_jsonl
+from bananaflow.batch.admission import admitted, create_policy
+from bananaflow.batch.lines import to_jsonl
 from bananaflow.batch.states import BatchState, normalize
 from bananaflow.config import Settings
 from bananaflow.errors import ConfigError, MalformedResponse
@@ -53,6 +55,7 @@ class VertexBatches:
         self._client = client
         self._tokens = tokens
         self._owns_client = owns_client
+        self._create_retry = create_policy(settings)
 
     @classmethod
     def open(cls, settings: Settings) -> VertexBatches:
@@ -113,18 +116,18 @@ class VertexBatches:
             )
         )
         source = self._staging.uri(path)
-        job = await self._call(
-            "POST",
-            f"{self._parent}/batchPredictionJobs",
-            {
-                "displayName": display_name,
-                "model": f"publishers/google/models/{model}",
-                "inputConfig": {"instancesFormat": "jsonl", "gcsSource": {"uris": [source]}},
-                "outputConfig": {
-                    "predictionsFormat": "jsonl",
-                    "gcsDestination": {"outputUriPrefix": self._staging.uri(f"{folder}/output")},
-                },
+        body = {
+            "displayName": display_name,
+            "model": f"publishers/google/models/{model}",
+            "inputConfig": {"instancesFormat": "jsonl", "gcsSource": {"uris": [source]}},
+            "outputConfig": {
+                "predictionsFormat": "jsonl",
+                "gcsDestination": {"outputUriPrefix": self._staging.uri(f"{folder}/output")},
             },
+        }
+        job = await admitted(
+            lambda: self._call("POST", f"{self._parent}/batchPredictionJobs", body),
+            self._create_retry,
         )
         return str(job["name"]), source
 
@@ -132,20 +135,25 @@ class VertexBatches:
         job = await self._call("GET", name)
         return normalize(job.get("state")), job
 
-    async def answers(self, job: dict[str, Any]) -> list[dict[str, Any]]:
-        folder = job.get("outputInfo", {}).get("gcsOutputDirectory")
-        if not isinstance(folder, str):
+    async def answers(self, job: dict[str, Any], folder: Path) -> list[Path]:
+        """Every ``*.jsonl`` of the job's output directory, copied into ``folder`` in chunks."""
+        output = job.get("outputInfo", {}).get("gcsOutputDirectory")
+        if not isinstance(output, str):
             return []
-        rel = self._staging.relative(folder)
+        rel = self._staging.relative(output)
         if rel is None:
             raise MalformedResponse(
-                f"output {folder} is outside batch.vertex_staging", backend="vertex"
+                f"output {output} is outside batch.vertex_staging", backend="vertex"
             )
-        rows: list[dict[str, Any]] = []
-        for path in await asyncio.to_thread(self._staging.list, rel):
-            if path.endswith(".jsonl"):
-                rows += read_jsonl(await asyncio.to_thread(self._staging.get, path))
-        return rows
+        found = [
+            p for p in await asyncio.to_thread(self._staging.list, rel) if p.endswith(".jsonl")
+        ]
+        paths = []
+        for n, path in enumerate(found):
+            dest = folder / f"{n:04d}.jsonl"
+            await asyncio.to_thread(self._staging.get_to_file, path, dest)
+            paths.append(dest)
+        return paths
 
     async def cancel(self, name: str) -> None:
         await self._call("POST", f"{name}:cancel", {})

@@ -13,11 +13,11 @@ from bananaflow.chain.conversation import earlier_turns
 from bananaflow.chain.failure import JobFailed
 from bananaflow.chain.keys import master_key, model_for
 from bananaflow.chain.objects import object_metadata, path_for
+from bananaflow.chain.request import image_request, provider_encoding, reference_images
 from bananaflow.config import Settings
 from bananaflow.delivery import billed_delivery, is_shed, retry_policy
 from bananaflow.errors import BackendError, InputError, Refused, Shed
 from bananaflow.expand import ImageJob
-from bananaflow.expand.references import load_reference
 from bananaflow.generation import (
     BackendName,
     EditTurn,
@@ -47,42 +47,13 @@ def _to_request(
     delivery: SyncDelivery,
     encoding: dict[str, Any],
 ) -> ImageRequest:
-    return ImageRequest(
-        prompt=job.prompt,
-        aspect_ratio=job.aspect_ratio,
-        image_size=job.image_size,
-        model=attempt.wire_model,
-        seed=job.seed,
-        reference_images=attempt.references,
-        history=attempt.history,
-        delivery=delivery,
-        **encoding,
+    return image_request(
+        job, attempt.wire_model, attempt.references, delivery, encoding, attempt.history
     )
 
 
-def provider_encoding(backend: BackendName, settings: Settings) -> dict[str, Any]:
-    """Vertex encodes the JPEG we publish, at our quality, when asked (``imageOutputOptions``).
-
-    The compress step then publishes those bytes with only their metadata rewritten
-    (``imaging.passthrough``): no 4K decode and encode here, and a JPEG instead of a 20 MB PNG
-    over the wire. Not with upscaling, whose input should stay lossless.
-    """
-    cfg = settings.compress
-    if backend != "vertex" or cfg.format != "jpeg" or not cfg.provider_jpeg:
-        return {}
-    if settings.upscale.enabled:
-        return {}
-    return {"output_mime_type": "image/jpeg", "output_quality": cfg.quality}
-
-
 def _reference_images(ctx: ChainContext, job: ImageJob) -> list[ReferenceImage]:
-    return [
-        ReferenceImage(
-            mime_type=ref.mime_type,  # type: ignore[arg-type]  # tiers.check_jobs checked it
-            data=load_reference(ref, ctx.settings.storage, job.job_id),
-        )
-        for ref in job.references
-    ]
+    return reference_images(ctx.settings, job)
 
 
 def _tries(

@@ -10,7 +10,9 @@ at it, so nothing runs in the background and a test's event loop owns every rend
 Each line is answered by :func:`render_line`, i.e. the generateContent pipeline itself (same
 validation, refusals, forced faults and pixels), without the online quota or latency. Whole-
 batch faults (``batch_expired``, ``batch_failed``, ``batch_line_error``,
-``batch_line_missing``) are queued through the control plane and taken when a batch is created.
+``batch_line_missing``) are queued through the control plane and taken when a batch is created;
+``batch_quota`` refuses the create itself with 429 (no batch is made), as does a create while
+``max_concurrent_batches`` batches are unfinished (Google's concurrent batch quota).
 """
 
 from __future__ import annotations
@@ -50,11 +52,27 @@ LINE_ERROR = {"code": 13, "message": "Internal error encountered.", "status": "I
 # ---------------------------------------------------------------------------- the clock
 
 
-def emulated_age(state: EmulatorState, batch: EmulatedBatch) -> float:
+def _scaled(state: EmulatorState, wall_s: float) -> float:
+    """Wall seconds as the emulator's own (time-scaled) seconds."""
     scale = state.settings.time_scale
-    if scale <= 0:
-        return float("inf")
-    return (time.time() - batch.created_wall) / scale
+    return float("inf") if scale <= 0 else wall_s / scale
+
+
+def emulated_age(state: EmulatorState, batch: EmulatedBatch) -> float:
+    return _scaled(state, time.time() - batch.created_wall)
+
+
+def unfinished(state: EmulatorState, platform: str) -> int:
+    """The platform's batches not ended by the clock (not all looked at since, so not by
+    their recorded state alone): what the concurrent-batch quota counts."""
+    cfg = state.settings.batch
+    queued = cfg.vertex_queued_s if platform == "vertex" else 0.0
+    span = min(queued + cfg.pending_s + cfg.running_s, cfg.expire_after_s)
+    return sum(
+        1
+        for b in state.asyncs.batches.values()
+        if b.platform == platform and not b.terminal and emulated_age(state, b) < span
+    )
 
 
 Runner = Callable[[EmulatorState, EmulatedBatch], Awaitable[None]]
@@ -66,11 +84,21 @@ async def advance(state: EmulatorState, batch: EmulatedBatch, runner: Runner | N
     if batch.terminal:
         return
     cfg = state.settings.batch
+    if batch.state == "CANCELLING":
+        since = batch.cancel_wall or batch.created_wall
+        if _scaled(state, time.time() - since) >= cfg.vertex_cancelling_s:
+            end(batch, "CANCELLED", {"code": 1, "message": "CANCELED"})
+        return
     age = emulated_age(state, batch)
-    if age < cfg.pending_s:
+    queued = cfg.vertex_queued_s if batch.platform == "vertex" else 0.0
+    if age < queued:
+        batch.state = "QUEUED"
+        return
+    if age < queued + cfg.pending_s:
+        batch.state = "PENDING"
         return
     batch.state = "RUNNING"
-    if age < cfg.pending_s + cfg.running_s and age < cfg.expire_after_s:
+    if age < queued + cfg.pending_s + cfg.running_s and age < cfg.expire_after_s:
         return
     async with batch.lock:
         if batch.terminal:
@@ -324,6 +352,11 @@ async def create(request: Request) -> Response:
             lines = _inline_lines(config["requests"])
         else:
             raise msg.bad_request("batch.inputConfig needs fileName or requests.")
+        limit = state.settings.batch.max_concurrent_batches
+        if state.faults.take("batch_create", "aistudio", "batchGenerateContent") is not None or (
+            limit is not None and unfinished(state, "aistudio") >= limit
+        ):
+            raise msg.batch_quota("aistudio", model)
         forced = []
         while (fault := state.faults.take("batch", "aistudio", "batchGenerateContent")) is not None:
             forced.append((fault.fault, fault.params))

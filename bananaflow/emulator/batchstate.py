@@ -102,8 +102,9 @@ class EmulatedBatch:
     input_file: str | None = None  # Gemini file mode: files/<id>
     output_uri_prefix: str | None = None  # Vertex: gs://bucket/prefix
     input_uri: str | None = None  # Vertex: gs://bucket/in.jsonl
-    state: str = "PENDING"  # PENDING | RUNNING | SUCCEEDED | FAILED | CANCELLED | EXPIRED | ...
+    state: str = "PENDING"  # QUEUED | PENDING | RUNNING | CANCELLING | SUCCEEDED | FAILED | ...
     end_wall: float | None = None
+    cancel_wall: float | None = None  # Vertex: when cancel was asked (CANCELLING until then)
     forced: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     succeeded: int = 0
     failed: int = 0

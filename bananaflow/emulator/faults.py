@@ -13,7 +13,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-RequestKind = Literal["image", "text", "upscale", "token", "auth", "batch"]
+RequestKind = Literal["image", "text", "upscale", "token", "auth", "batch", "batch_create"]
 
 # Faults any API call can suffer.
 GENERIC = frozenset(
@@ -31,12 +31,15 @@ AUTH = frozenset({"token_expired"})
 # Faults of a whole provider batch, taken when it is created: it ends EXPIRED or FAILED, or
 # ``params.lines`` of its lines answer with an error or are left out of the output.
 BATCH = frozenset({"batch_expired", "batch_failed", "batch_line_error", "batch_line_missing"})
+# A batch create refused with 429 RESOURCE_EXHAUSTED (too many batch jobs enqueued): no batch
+# is made, so the client may ask again.
+BATCH_CREATE = frozenset({"batch_quota"})
 # Faults of a service tier, taken only by a call served at that tier: a flex call shed, a
 # priority call served (and billed) as standard. Their random rates are profile fields
 # (``flex_shed_rate``, ``priority_downgrade_rate``), not ``fault_rates``.
 TIER_OF_FAULT: dict[str, str] = {"flex_shed": "flex", "priority_downgrade": "priority"}
 TIER = frozenset(TIER_OF_FAULT)
-ALL_FAULTS = GENERIC | IMAGE_BODY | GENERATION | TOKEN | AUTH | BATCH | TIER
+ALL_FAULTS = GENERIC | IMAGE_BODY | GENERATION | TOKEN | AUTH | BATCH | BATCH_CREATE | TIER
 
 APPLICABLE: dict[str, frozenset[str]] = {
     "image": GENERIC | IMAGE_BODY | GENERATION | TIER,
@@ -45,6 +48,7 @@ APPLICABLE: dict[str, frozenset[str]] = {
     "token": TOKEN,
     "auth": AUTH,
     "batch": BATCH,
+    "batch_create": BATCH_CREATE,
 }
 
 BAD_BASE64 = "!!! not base64: the emulator's bad_base64 fault !!!"

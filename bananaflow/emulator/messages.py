@@ -64,6 +64,7 @@ MSG_BILLING = (
     "Your prepayment credits are depleted. Please go to AI Studio at https://ai.studio/projects "
     "to manage your project and billing. If you believe this is an error, contact support."
 )
+BATCH_QUOTA_METRIC = "generativelanguage.googleapis.com/batch_enqueued_tokens_per_model"
 MSG_CONCURRENCY = "Resource has been exhausted (e.g. check quota)."
 MSG_500_AISTUDIO = (
     "An internal error has occurred. Please retry or report in "
@@ -340,6 +341,27 @@ def aistudio_busy(retry_delay_s: float) -> ApiError:
             }
         ],
     )
+
+
+def batch_quota(backend: str, model: str) -> ApiError:
+    """A batch create refused: too many batch jobs (or enqueued tokens) already waiting.
+
+    AI Studio names the quota (QuotaFailure) but gives no RetryInfo: only running batches
+    ending frees it (batch-and-model-tiers.md §1.6). Vertex answers its plain 429.
+    """
+    if backend == "vertex":
+        return vertex_quota()
+    message = (
+        "You exceeded your current quota for batch requests; wait for running batch jobs to "
+        f"finish. * Quota exceeded for metric: {BATCH_QUOTA_METRIC}, model: {model}"
+    )
+    violation = {
+        "quotaMetric": BATCH_QUOTA_METRIC,
+        "quotaId": "BatchEnqueuedTokensPerModel",
+        "quotaDimensions": {"model": model},
+    }
+    details = [{"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [violation]}]
+    return error(429, message, details)
 
 
 def vertex_quota() -> ApiError:

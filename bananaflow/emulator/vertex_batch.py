@@ -6,8 +6,10 @@ directly, so the embedded emulator works with a local store): the input JSONL is
 job is created, and the answers are written to
 ``<outputUriPrefix>/prediction-model-<create time>/predictions.jsonl`` with Vertex's line shape
 (``status`` "" or "Bad Request: {…}", ``processed_time``, the echoed ``request``,
-``response``; batch-and-model-tiers.md §3.4). States are ``JOB_STATE_*``; some failed lines
-end the job ``JOB_STATE_PARTIALLY_SUCCEEDED``. Lines are answered by the same pipeline as
+``response``; batch-and-model-tiers.md §3.4). States are ``JOB_STATE_*``: a new job may sit
+``QUEUED`` (``vertex_queued_s``) before ``PENDING``, a cancel passes through ``CANCELLING``
+(``vertex_cancelling_s``) to ``CANCELLED``, and some failed lines end the job
+``JOB_STATE_PARTIALLY_SUCCEEDED``. Lines are answered by the same pipeline as
 online calls (``batches.answer_lines``).
 """
 
@@ -180,7 +182,7 @@ def job_json(batch: EmulatedBatch) -> dict[str, Any]:
         "updateTime": rfc3339(batch.end_wall or batch.created_wall),
         "modelVersionId": "1",
     }
-    if batch.state != "PENDING":
+    if batch.state not in ("QUEUED", "PENDING"):
         out["startTime"] = rfc3339(batch.created_wall)
     if batch.terminal:
         out["endTime"] = rfc3339(batch.end_wall or batch.created_wall)
@@ -234,6 +236,8 @@ async def collection(request: Request) -> Response:
                 if not isinstance(request_body, dict):
                     raise msg.bad_request(f"Line {n} of {uri} has no 'request' object.")
                 lines.append(BatchLine(None, request_body))
+        if state.faults.take("batch_create", "vertex", "batchPredictionJobs") is not None:
+            raise msg.batch_quota("vertex", model)
         forced = []
         while (f := state.faults.take("batch", "vertex", "batchPredictionJobs")) is not None:
             forced.append((f.fault, f.params))
@@ -253,6 +257,7 @@ async def collection(request: Request) -> Response:
         )
         state.asyncs.batches[batch.name] = batch
         state.asyncs.creates += 1
+        await advance(state, batch, run_lines)  # QUEUED first when vertex_queued_s says so
         return json_response(job_json(batch))
 
     async def listing() -> Response:
@@ -288,7 +293,9 @@ async def item(request: Request) -> Response:
         if action == "cancel":
             if batch.terminal:
                 raise msg.error(400, f"BatchPredictionJob {name} is already in a final state.")
-            end(batch, "CANCELLED", {"code": 1, "message": "CANCELED"})
+            if batch.state != "CANCELLING":  # asked twice: still the one cancel
+                batch.state, batch.cancel_wall = "CANCELLING", time.time()
+                await advance(state, batch, run_lines)  # vertex_cancelling_s 0: CANCELLED now
             return json_response({})
         return json_response(job_json(batch))
 

@@ -23,6 +23,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import threading
 import uuid
@@ -357,6 +358,14 @@ class Store:
         if self._local_root is not None:
             return Path(full).read_bytes()
         return self._remote(lambda: self._fs.cat_file(full), f"read {path}")
+
+    def get_to_file(self, path: str, local: Path) -> None:
+        """Copy one object to a local file in chunks, never whole in memory (batch outputs)."""
+        full = self._full(path)
+        if self._local_root is not None:
+            shutil.copyfile(full, local)
+            return
+        self._remote(lambda: self._fs.get_file(full, str(local)), f"read {path}")
 
     def get_many(self, paths: list[str]) -> dict[str, bytes]:
         """Several objects at once; gcsfs fetches them concurrently (manifest rows, index)."""
