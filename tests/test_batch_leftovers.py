@@ -343,8 +343,7 @@ def test_vertex_batch_lines_ask_for_the_published_jpeg_like_online() -> None:
     """The line builder is the online one: Vertex lines carry imageOutputOptions (JPEG at the
     compress quality), AI Studio lines do not, and neither carries a service tier."""
     from bananaflow.batch.lines import request_line
-    from bananaflow.chain.generate import _to_request
-    from bananaflow.chain.request import provider_encoding
+    from bananaflow.chain.request import image_request, provider_encoding
 
     settings = Settings.model_validate({"compress": {"format": "jpeg", "quality": 77}})
     (job,) = expand([PromptSpec(text="a jug")], settings.expand, settings.generate)
@@ -356,7 +355,7 @@ def test_vertex_batch_lines_ask_for_the_published_jpeg_like_online() -> None:
     studio = request_line(job, "gemini-3-pro-image", "aistudio", settings)
     assert "imageOutputOptions" not in studio["request"]["generationConfig"]["imageConfig"]
     assert "serviceTier" not in studio["request"] and studio["key"] == job.job_id
-    online = _to_request(
+    online = image_request(
         job, "gemini-3-pro-image", [], "online", provider_encoding("vertex", settings)
     )
     from bananaflow.backends.wire import build_generate_body
