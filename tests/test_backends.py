@@ -504,17 +504,23 @@ async def test_broken_bodies_are_retried(
 async def test_a_hung_request_is_cut_by_the_read_timeout_and_retried(
     emu: Any, settings_for: Callable[..., Settings]
 ) -> None:
+    """The hung call is cut by the read timeout and retried, and the retry's answer is used.
+
+    Whether the retry answers inside the (short) read timeout depends on the machine's load, so
+    the count of attempts is not pinned: on a busy machine a slow answer is cut as well and
+    tried again, which is the same behaviour. Without a read timeout the call would wait out
+    the 30 s hang and come back after one attempt.
+    """
     emu.control.force("hang", backend="aistudio", hang_s=3000)  # 30 s at the test time scale
     retries = Retries()
-    async with opened("aistudio", settings_for(read_s=0.5)) as backend:
+    async with opened("aistudio", settings_for(read_s=2.0)) as backend:
         image = await generate_with_retries(
             backend, ImageRequest(prompt="x"), policy(), sleep=Recorder(), on_retry=retries
         )
-    assert image.attempts == 2
-    (err,) = retries.errors
-    assert isinstance(err, RequestTimedOut) and "read 0.5s" in str(err)
+    assert image.attempts == len(retries.errors) + 1 >= 2
+    assert all(isinstance(e, RequestTimedOut) and "read 2.0s" in str(e) for e in retries.errors)
     outcomes = emu.wait_idle()["by_route"]["aistudio:generateContent"]
-    assert outcomes == {"hang": 1, "ok": 1}
+    assert outcomes["hang"] == 1 and outcomes["ok"] == image.attempts - 1, outcomes
 
 
 # --------------------------------------------------------------------------- Vertex auth

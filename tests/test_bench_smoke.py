@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,10 @@ def _finite(value: Any) -> bool:
 def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
     out = tmp_path_factory.mktemp("bench")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
+    # If this test is stopped (a hang guard, Ctrl-C), the benchmark gets a Ctrl-C of its own:
+    # it then stops the Prefect server and emulators it started, which would run on as orphans
+    # after a SIGKILL (they lead process groups of their own).
+    proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -43,11 +47,22 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Pat
         ],
         cwd=ROOT,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=900,  # a guard against a hung benchmark, not a timing assertion
+        start_new_session=True,
     )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    try:
+        _, stderr = proc.communicate(timeout=900)  # a hang guard, not a timing assertion
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    assert proc.returncode == 0, stderr[-4000:]
     return json.loads((out / "quick.json").read_text()), out
 
 

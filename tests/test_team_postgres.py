@@ -209,7 +209,9 @@ def test_two_workers_share_a_200_job_batch_and_render_each_job_once(
     server = on_postgres_api
     server.deploy("generate-batch", "generate-chunk")
     prefix = f"team-{uuid.uuid4().hex[:8]}"
-    env = _worker_env(batch_emulator, gcs_bucket, prefix)
+    # Task runs of 25 jobs each, not one per step: what is tested here is how the chunks share
+    # two machines; 600 per-step task runs only load the server (the flow tests cover them).
+    env = _worker_env(batch_emulator, gcs_bucket, prefix, BANANAFLOW_GENERATE__TASK_RUNS="grouped")
     workers = [
         server.start_worker(name, tmp_path / name, limit=3, **env) for name in ("team-a", "team-b")
     ]
