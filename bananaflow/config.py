@@ -473,6 +473,16 @@ class GenerateSettings(_Model):
             "its row in the results table and manifest either way."
         ),
     )
+    summary_rows: int = Field(
+        500,
+        ge=0,
+        description=(
+            "Runs up to this many jobs keep every row in memory for the run's summary (the "
+            "CLI's table, the flow result); larger ones keep counters, every job that did not "
+            "upload and the first uploaded ones, so memory stays flat. The results table and "
+            "the manifest list every job either way."
+        ),
+    )
     max_response_mb: float = Field(
         96.0,
         gt=0,

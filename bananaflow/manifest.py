@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from urllib.parse import quote
 
 from pydantic import ValidationError
@@ -129,9 +129,35 @@ class ManifestWriter:
                     f"written to {self.store.url} ({err.__class__.__name__}: {err}); "
                     "re-run the same batch once storage is back: finished images are reused"
                 ) from None
+            if self.store.can_append and self._one_line_per_job():
+                return self.store.uri(self.path)
             rows = read_manifest(self.store, self.run_id)
             text = "".join(r.model_dump_json() + "\n" for r in rows)
             return self.store.write_text(self.path, text, content_type="application/x-ndjson")
+
+    def _one_line_per_job(self) -> bool:
+        """True when the file already is what ``close`` would write: every line a whole row,
+        one per job. Read a line at a time, so closing a 10,000-job run does not hold every
+        row (and the text) at once; a duplicate or a torn line takes the rewrite."""
+        if not self.store.exists(self.path):
+            return False
+        seen: set[str] = set()
+        for line in self.store.lines(self.path):
+            try:
+                job_id = ManifestRow.model_validate_json(line).job_id
+            except ValidationError:
+                return False
+            if job_id in seen or not line.endswith("\n"):
+                return False
+            seen.add(job_id)
+        return True
+
+
+def iter_manifest(store: Store, run_id: str) -> Iterator[ManifestRow]:
+    """A closed run's rows, one at a time (``close`` leaves one line per job, in order)."""
+    for line in store.lines(manifest_path(run_id)):
+        if line.strip():
+            yield ManifestRow.model_validate_json(line)
 
 
 def _row_objects(store: Store, run_id: str) -> list[ManifestRow]:

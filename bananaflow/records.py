@@ -241,7 +241,17 @@ class RunSummary(BaseModel):
     estimated_usd: float = 0.0
     bytes_raw: int = 0
     bytes_final: int = 0
-    rows: list[ManifestRow] = Field(default_factory=list)
+    jobs: int = Field(0, description="Jobs in the run (``rows`` may hold fewer: see tally).")
+    billed: dict[str, int] = Field(
+        default_factory=dict, description="Jobs per delivery as billed (shed flex → online)."
+    )
+    rows: list[ManifestRow] = Field(
+        default_factory=list,
+        description=(
+            "Every job's row; above generate.summary_rows jobs, those that did not upload "
+            "and the first uploaded ones (the manifest has every row)."
+        ),
+    )
 
     @classmethod
     def from_rows(
@@ -253,8 +263,11 @@ class RunSummary(BaseModel):
         contact_sheet_uri: str | None = None,
     ) -> RunSummary:
         counts: dict[str, int] = {}
+        billed: dict[str, int] = {}
         for row in rows:
             counts[row.status] = counts.get(row.status, 0) + 1
+            delivery = row.billed_delivery or row.delivery
+            billed[delivery] = billed.get(delivery, 0) + 1
         done = [r for r in rows if r.status == "uploaded"]
         return cls(
             run_id=run_id,
@@ -265,5 +278,7 @@ class RunSummary(BaseModel):
             estimated_usd=round(sum(r.estimated_usd for r in rows), 4),
             bytes_raw=sum(r.bytes_raw for r in done),
             bytes_final=sum(r.bytes_final for r in done),
+            jobs=len(rows),
+            billed=billed,
             rows=rows,
         )

@@ -35,6 +35,7 @@ from bananaflow.expand import ImageJob
 from bananaflow.records import CompressedRef, ManifestRow, MasterRef, utcnow
 from bananaflow.routing import RouteDecision
 from bananaflow.shutdown import draining
+from bananaflow.tally import RunTally
 
 T = TypeVar("T")
 
@@ -59,7 +60,9 @@ class Steps:
 
     ``jobs``, when given, runs them for a group of jobs as one call (one Prefect task run per
     group), each job under ``gate`` and handed to ``finished`` as it ends; used for runs above
-    the per-step size. It raises ``JobsEnded`` (with every row) when a job failed.
+    the per-step size. It raises ``JobsEnded`` (with every row) when a job failed, and
+    returns nothing: a returned row would stay in Prefect's memory to the end of the flow run
+    (its link from result to task-run state), so rows leave only through ``finished``.
     """
 
     generate: Callable[[ChainContext, ImageJob, RouteDecision], Awaitable[MasterRef]]
@@ -71,7 +74,7 @@ class Steps:
     jobs: (
         Callable[
             [ChainContext, list[Pending], asyncio.Semaphore, Finished],
-            Awaitable[list[ManifestRow]],
+            Awaitable[None],
         ]
         | None
     ) = None
@@ -85,7 +88,24 @@ async def render_all(
     bar: Progress,
     lineage: dict[str, dict[str, str]] | None = None,
 ) -> list[ManifestRow]:
-    """Render every job; ``lineage`` (job id → links) is written into each row first."""
+    """Render every job; every row in job order (``render_into`` for a large run)."""
+    tally = RunTally([job.job_id for job in jobs])
+    await render_into(ctx, jobs, decisions, steps, bar, tally, lineage)
+    return tally.rows
+
+
+async def render_into(
+    ctx: ChainContext,
+    jobs: list[ImageJob],
+    decisions: list[RouteDecision],
+    steps: Steps,
+    bar: Progress,
+    tally: RunTally,
+    lineage: dict[str, dict[str, str]] | None = None,
+) -> None:
+    """Render every job, each row into ``tally`` as it ends; ``lineage`` (job id → links) is
+    written into each row first. Nothing here holds a row once it is in the manifest and the
+    tally: the tally decides what a large run keeps."""
     await bar.start(ctx.run_id)
     limit = jobs_in_flight(ctx.settings, decisions)
     in_flight = asyncio.Semaphore(limit)
@@ -99,20 +119,21 @@ async def render_all(
             await asyncio.to_thread(ctx.ledger.put_done, row)
         await bar.advance()
         progress.notify(row)
+        tally.add(row)
         return row
 
     # Edit steps: step k starts when step k-1 of its chain has ended (its image is then in
     # the ledger, or its failure makes step k a row saying so); chains run side by side.
     ended = {job.job_id: asyncio.Event() for job in jobs if job.edit is not None}
 
-    async def one(job: ImageJob, decision: RouteDecision) -> ManifestRow:
+    async def one(job: ImageJob, decision: RouteDecision) -> None:
         parent = ended.get(job.edit.parent_job_id or "") if job.edit is not None else None
         try:
             if parent is not None:
                 await parent.wait()  # outside the slot: a waiting step holds none
             async with in_flight:
                 row = await render_one(ctx, job, decision, steps)
-            return await finished(row)
+            await finished(row)
         finally:
             if job.job_id in ended:
                 ended[job.job_id].set()
@@ -120,26 +141,22 @@ async def render_all(
     # Enough groups open to fill every slot while one drains its last jobs.
     open_groups = asyncio.Semaphore(-(-limit // max(group, 1)) + 1)
 
-    async def grouped(pairs: list[tuple[ImageJob, RouteDecision]]) -> list[ManifestRow]:
+    async def grouped(pairs: list[tuple[ImageJob, RouteDecision]]) -> None:
         async with open_groups:
-            return await render_group(ctx, pairs, steps, in_flight, finished)
+            await render_group(ctx, pairs, steps, in_flight, finished)
 
     pairs = list(zip(jobs, decisions, strict=True))
     try:
         if not group:
-            return list(await asyncio.gather(*(one(j, d) for j, d in pairs)))
-        # Edit steps wait for each other, so they keep a task run each, whatever the size.
-        plain = [(j, d) for j, d in pairs if j.edit is None]
-        chunks = [plain[i : i + group] for i in range(0, len(plain), group)]
-        grouped_rows, edit_rows = await asyncio.gather(
-            asyncio.gather(*map(grouped, chunks)),
-            asyncio.gather(*(one(j, d) for j, d in pairs if j.edit is not None)),
-        )
-        rows = [row for chunk in grouped_rows for row in chunk] + list(edit_rows)
-        if not edit_rows:
-            return rows
-        by_id = {row.job_id: row for row in rows}
-        return [by_id[job.job_id] for job in jobs]
+            await asyncio.gather(*(one(j, d) for j, d in pairs))
+        else:
+            # Edit steps wait for each other, so they keep a task run each, whatever the size.
+            plain = [(j, d) for j, d in pairs if j.edit is None]
+            chunks = [plain[i : i + group] for i in range(0, len(plain), group)]
+            await asyncio.gather(
+                asyncio.gather(*map(grouped, chunks)),
+                asyncio.gather(*(one(j, d) for j, d in pairs if j.edit is not None)),
+            )
     finally:
         await bar.finish()
 

@@ -39,7 +39,9 @@ def main(spec_file: str) -> None:
         )
         counts = {"uploaded": run.images - run.failed, "failed": run.failed}
     else:
-        params = GenerateParameters(config=spec["config"], prompts=spec["prompts"])
+        params = GenerateParameters(
+            config=spec["config"], prompts=spec["prompts"], batch_file=spec.get("batch_file")
+        )
         with attached(spec["url"], settings):
             summary = asyncio.run(generate_images(params))
         counts = dict(summary.counts)

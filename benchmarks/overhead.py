@@ -231,15 +231,24 @@ class Overhead:
         summary = {name: metrics.summarise(runs, keys) for name, runs in rows.items()}
         return {"images": len(texts), "reps": reps, "encode_ms": encode_ms, "variants": summary}
 
-    def child_spec(self, out: Path, over: dict[str, Any], texts: list[str]) -> Path:
-        """What ``benchmarks.child`` runs: this emulator, a flow config and the prompts."""
+    def child_spec(
+        self, out: Path, over: dict[str, Any], texts: list[str], *, batch_file: bool = False
+    ) -> Path:
+        """What ``benchmarks.child`` runs: this emulator, a flow config and the prompts, inline
+        or (``batch_file``) as a JSONL batch file: the Prefect server refuses a flow run whose
+        parameters exceed 512 KB (``server.api.max_parameter_size``), about 6,000 inline
+        prompts of this length, so a 10,000-prompt run goes as a file, as a user's would."""
         spec = out / "spec.json"
-        body = {
+        body: dict[str, Any] = {
             "url": self.emu.url,
             "emulator": self.emu.settings.model_dump(mode="json"),
             "config": str(flow_config(out, over)),
             "prompts": texts,
         }
+        if batch_file:
+            path = out / "prompts.jsonl"
+            path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+            body |= {"prompts": [], "batch_file": str(path)}
         spec.write_text(json.dumps(body))
         return spec
 
@@ -339,7 +348,7 @@ class Overhead:
         for n in sizes:
             texts = prompts(n, f"scale{n}")
             out = self.out(f"scale-{n}")
-            spec = self.child_spec(out, {}, texts)
+            spec = self.child_spec(out, {}, texts, batch_file=True)
             self.emu.reset()
             server0, db0, load0 = self.prefect.cpu(), db_bytes(self.home), os.getloadavg()[0]
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -362,6 +371,7 @@ class Overhead:
                 "rss_after_imports_mb": r["rss_before_mb"],
                 "db_bytes_per_image": (db_bytes(self.home) - db0) / n,
                 "loadavg": [load0, os.getloadavg()[0]],
+                "code": self.args.label,
             }
             points.append(point)
             log(
@@ -473,9 +483,11 @@ def _merged(old: dict[str, Any] | None, results: dict[str, Any]) -> dict[str, An
     scale = figures.pop("scale", None)
     merged["figures"].update(figures)
     if scale is not None:
-        sizes = {p["images"] for p in scale["points"]}
+        # A point is replaced by one of the same size and code; other codes stay (before/after).
+        sizes = {(p["images"], p.get("code", "")) for p in scale["points"]}
         kept = [p for p in merged["figures"].get("scale", {}).get("points", [])]
-        points = [p for p in kept if p["images"] not in sizes] + scale["points"]
+        points = [p for p in kept if (p["images"], p.get("code", "")) not in sizes]
+        points += scale["points"]
         merged["figures"]["scale"] = {"points": sorted(points, key=lambda p: p["images"])}
     merged["runs"] = [*merged.get("runs", []), results["meta"]]
     return merged
@@ -493,6 +505,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--merge", action="store_true", help="add to the last overhead.json")
+    parser.add_argument(
+        "--label",
+        default="",
+        help="names the code a scale series measured; series of other labels stay beside it",
+    )
     parser.add_argument(
         "--render", action="store_true", help="only rewrite the pages from overhead.json"
     )

@@ -214,7 +214,7 @@ def generate(
     except _ApiLost as lost:
         _leave_without_prefect(lost.summary)
     _print_summary(summary)
-    if summary.counts.get("uploaded", 0) != len(summary.rows):
+    if summary.counts.get("uploaded", 0) != summary.jobs:
         raise typer.Exit(1)
 
 
@@ -233,7 +233,7 @@ def _leave_without_prefect(summary: Any) -> NoReturn:
     )
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0 if summary.counts.get("uploaded", 0) == len(summary.rows) else 1)
+    os._exit(0 if summary.counts.get("uploaded", 0) == summary.jobs else 1)
 
 
 def _parameters(raw: dict[str, Any]) -> Any:
@@ -378,6 +378,12 @@ def _print_summary(summary: Any) -> None:
             result[:160],
         )
     console.print(table)
+    if len(summary.rows) < summary.jobs:  # a large run lists the jobs that need a look
+        console.print(
+            f"{summary.jobs - len(summary.rows):,} more uploaded jobs: {summary.manifest_uri}",
+            highlight=False,
+            soft_wrap=True,
+        )
     counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items()))
     console.print(f"{counts}; estimated ${summary.estimated_usd:.3f}", highlight=False)
     console.print(f"manifest {summary.manifest_uri}", highlight=False, soft_wrap=True)

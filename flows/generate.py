@@ -21,9 +21,10 @@ from bananaflow.memory import return_large_buffers_to_os
 from bananaflow.parameters import GenerateParameters
 from bananaflow.preflight import check_prices
 from bananaflow.records import RunSummary
-from bananaflow.render import render_all
+from bananaflow.render import render_into
 from bananaflow.routing import RouteDecision, partition_by_delivery
 from bananaflow.runid import new_run_id
+from bananaflow.tally import RunTally
 from bananaflow.tasks.batch import publish_pending_batches
 from bananaflow.tasks.blocks import with_blocks
 from bananaflow.tasks.chain import CHAIN
@@ -69,11 +70,14 @@ async def generate_images(params: GenerateParameters | None = None) -> RunSummar
             jobs = await rewrite_prompts(jobs, ctx.backends[decisions[0].backends[0]])
         bar = ProgressArtifact(len(jobs))
         synchronous, batch = partition_by_delivery(jobs, decisions)
-        rows = await render_all(ctx, *_unzip(synchronous), CHAIN, bar) if synchronous else []
+        # A large run keeps counters and the rows that need a person, not every row.
+        tally = RunTally([job.job_id for job in jobs], keep_rows=settings.generate.summary_rows)
+        if synchronous:
+            await render_into(ctx, *_unzip(synchronous), CHAIN, bar, tally)
         if batch:
-            rows += await deliver(ctx, *_unzip(batch), CHAIN, bar, wait=_waits(settings))
+            tally.extend(await deliver(ctx, *_unzip(batch), CHAIN, bar, wait=_waits(settings)))
             await publish_pending_batches(settings, run_id)
-        summary = await publish_report(ctx, rows)
+        summary = await publish_report(ctx, tally)
     finally:
         await ctx.aclose()
     get_run_logger().info(

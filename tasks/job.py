@@ -63,7 +63,10 @@ def _run_name() -> str:
 @task(name="render_jobs", cache_policy=NO_CACHE, task_run_name=_run_name)
 async def render_jobs(
     ctx: ChainContext, items: list[Pending], gate: asyncio.Semaphore, finished: Finished
-) -> list[ManifestRow]:
+) -> None:
+    """Returns nothing: each row leaves through ``finished`` as its job ends (Prefect keeps a
+    task's return value linked to its state until the flow run ends)."""
+
     async def one(job: ImageJob, decision: RouteDecision, row: ManifestRow) -> ManifestRow:
         async with gate:
             done = await run_steps(ctx, job, decision, row, STEPS_IN_ONE_TASK)
@@ -73,4 +76,3 @@ async def render_jobs(
     ended = [r for r in rows if r.status in ("failed", "refused")]
     if ended:
         raise JobsEnded(ended)
-    return list(rows)

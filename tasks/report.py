@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 from uuid import UUID
 
 from prefect import task
 from prefect.artifacts import (
+    Artifact,
     acreate_image_artifact,
     acreate_markdown_artifact,
     acreate_progress_artifact,
-    acreate_table_artifact,
     aupdate_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
@@ -24,7 +25,9 @@ from bananaflow import progress
 from bananaflow.chain import ChainContext
 from bananaflow.errors import BananaflowError
 from bananaflow.imaging import contact_sheet
+from bananaflow.manifest import iter_manifest
 from bananaflow.records import ManifestRow, RunSummary
+from bananaflow.tally import RunTally
 
 log = logging.getLogger("bananaflow")
 T = TypeVar("T")
@@ -136,8 +139,8 @@ def summary_markdown(summary: RunSummary) -> str:
     lines = [
         f"# bananaflow run `{summary.run_id}` ({summary.stage})",
         "",
-        f"- jobs: {len(summary.rows)} ({counts})",
-        f"- estimated cost: ${summary.estimated_usd:.3f} ({_by_delivery(summary.rows)})",
+        f"- jobs: {summary.jobs} ({counts})",
+        f"- estimated cost: ${summary.estimated_usd:.3f} ({_by_delivery(summary.billed)})",
         f"- bytes: {summary.bytes_raw:,} raw → {summary.bytes_final:,} published "
         f"({pct:.0f} % saved)",
         f"- manifest: `{summary.manifest_uri}`",
@@ -166,57 +169,86 @@ def write_contact_sheet(ctx: ChainContext, rows: list[ManifestRow]) -> tuple[str
 
 
 @task(name="publish_report", cache_policy=NO_CACHE)
-async def publish_report(ctx: ChainContext, rows: list[ManifestRow]) -> RunSummary:
+async def publish_report(ctx: ChainContext, rows: list[ManifestRow] | RunTally) -> RunSummary:
+    """``rows``: every row, or a large run's tally (the results table then reads the manifest
+    a row at a time)."""
+    if isinstance(rows, RunTally):
+        tally = rows
+    else:
+        tally = RunTally([r.job_id for r in rows])
+        tally.extend(rows)
+    written = True
     try:
         manifest_uri = await asyncio.to_thread(ctx.manifest.close)
     except BananaflowError as err:  # storage full or gone: the summary still says what happened
         log.warning("%s", err)
         manifest_uri = f"(not written: {ctx.manifest.path} in {ctx.store.url})"
+        written = False
+    kept = tally.rows
     try:
-        sheet = await asyncio.to_thread(write_contact_sheet, ctx, rows)
+        sheet = await asyncio.to_thread(write_contact_sheet, ctx, kept)
     except (OSError, BananaflowError) as err:
         log.warning("contact sheet not written (%s)", err)
         sheet = None
-    summary = RunSummary.from_rows(
-        ctx.run_id, ctx.settings.stage, manifest_uri, rows, sheet[0] if sheet else None
+    summary = tally.summary(
+        ctx.run_id, ctx.settings.stage, manifest_uri, sheet[0] if sheet else None
     )
     progress.summarised(summary)  # final now: the terminal need not wait for the UI's copy
-    await _quietly(_publish_artifacts(ctx, rows, summary, sheet), "run artifacts")
+    every: Iterable[ManifestRow] = kept
+    if not tally.keep_all and written:
+        every = iter_manifest(ctx.store, ctx.run_id)
+    await _quietly(_publish_artifacts(ctx, every, summary, sheet), "run artifacts")
     return summary
 
 
-def _by_delivery(rows: list[ManifestRow]) -> str:
+def _by_delivery(billed: dict[str, int]) -> str:
     """Jobs per delivery as billed (a shed flex job bought online counts as online)."""
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r.billed_delivery or r.delivery] = counts.get(r.billed_delivery or r.delivery, 0) + 1
-    return ", ".join(f"{name} {n}" for name, n in sorted(counts.items()))
+    return ", ".join(f"{name} {n}" for name, n in sorted(billed.items()))
+
+
+def _table_row(r: ManifestRow) -> dict[str, object]:
+    return {  # what a person reads first comes first: the UI cuts the table at ~850 px
+        "job": r.job_id,
+        "status": r.status,
+        "uri": r.uri,
+        "error": r.error or "",
+        "backend": r.backend or "",
+        "delivery": r.delivery,
+        "billed": r.billed_delivery or "",
+        "size": f"{r.width}x{r.height}",
+        "attempts": r.attempts,
+        "usd": r.estimated_usd,
+        "bytes_raw": r.bytes_raw,
+        "bytes_final": r.bytes_final,
+    }
+
+
+def _table_json(rows: Iterable[ManifestRow]) -> str:
+    """The results table as Prefect stores it (``json.dumps`` of a list of rows), built a row
+    at a time."""
+    return "[" + ", ".join(json.dumps(_table_row(r)) for r in rows) + "]"
+
+
+class TableJson(Artifact):
+    """A table artifact from its JSON. ``acreate_table_artifact`` validates the table and
+    copies it twice (NaN sanitising) before dumping it: at 10,000 rows that was about 30 MB
+    at the end of the run, the largest step of the flow process's peak memory."""
+
+    type: str | None = "table"
+
+    async def aformat(self) -> str:
+        return str(self.data)
 
 
 async def _publish_artifacts(
-    ctx: ChainContext, rows: list[ManifestRow], summary: RunSummary, sheet: tuple[str, bytes] | None
+    ctx: ChainContext,
+    rows: Iterable[ManifestRow],
+    summary: RunSummary,
+    sheet: tuple[str, bytes] | None,
 ) -> None:
-    await acreate_table_artifact(
-        table=[
-            {  # what a person reads first comes first: the UI cuts the table at ~850 px
-                "job": r.job_id,
-                "status": r.status,
-                "uri": r.uri,
-                "error": r.error or "",
-                "backend": r.backend or "",
-                "delivery": r.delivery,
-                "billed": r.billed_delivery or "",
-                "size": f"{r.width}x{r.height}",
-                "attempts": r.attempts,
-                "usd": r.estimated_usd,
-                "bytes_raw": r.bytes_raw,
-                "bytes_final": r.bytes_final,
-            }
-            for r in rows
-        ],
-        key="bananaflow-results",
-        description=f"run {ctx.run_id}",
-    )
+    table = await asyncio.to_thread(_table_json, rows)
+    await TableJson(key="bananaflow-results", description=f"run {ctx.run_id}", data=table).acreate()
+    del table  # a 10,000-row table: not kept alive through the next two artifacts
     await acreate_markdown_artifact(summary_markdown(summary), key="bananaflow-summary")
     if sheet and len(sheet[1]) <= MAX_INLINE_SHEET:
         data_uri = "data:image/jpeg;base64," + base64.b64encode(sheet[1]).decode()

@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -377,6 +377,18 @@ class Store:
 
     def read_text(self, path: str) -> str:
         return self.get(path).decode("utf-8")
+
+    def lines(self, path: str) -> Iterator[str]:
+        """A text object line by line (each with its newline): a 10,000-job manifest is read
+        without holding it whole. Remote reads are not retried mid-stream."""
+        full = self._full(path)
+        if self._local_root is not None:
+            with open(full, encoding="utf-8", newline="\n") as f:
+                yield from f
+            return
+        with self._remote(lambda: self._fs.open(full, "rb"), f"open {path}") as f:
+            for raw in f:
+                yield raw.decode("utf-8")
 
     def exists(self, path: str) -> bool:
         full = self._full(path)
