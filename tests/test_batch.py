@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from fixtures.emulator import emulator_test_settings
+from fixtures.inprocess import KEY, STEPS, URL, Bar
 
 from bananaflow.backends import create_backend
 from bananaflow.batch.book import BatchBook
@@ -26,13 +27,7 @@ from bananaflow.batch.deliver import deliver, finish
 from bananaflow.batch.gemini import GeminiBatches
 from bananaflow.batch.lines import match, read_answer, to_jsonl
 from bananaflow.batch.states import normalize
-from bananaflow.chain import (
-    ChainContext,
-    compress_master,
-    generate_master,
-    upload_derivative,
-    upscale_master,
-)
+from bananaflow.chain import ChainContext
 from bananaflow.config import Settings
 from bananaflow.emulator.app import create_app
 from bananaflow.emulator.catalog import output_pixels
@@ -43,30 +38,9 @@ from bananaflow.ledger import Ledger
 from bananaflow.manifest import ManifestWriter, read_manifest
 from bananaflow.pricing import Budget
 from bananaflow.records import ManifestRow
-from bananaflow.render import Steps
 from bananaflow.routing import RouteDecision, route
 from bananaflow.spool import Spool
 from bananaflow.storage import Store
-
-URL = "http://emulator.local"
-KEY = "emulator-local-key"
-
-
-async def _compress(ctx: ChainContext, master: Any) -> Any:
-    return await asyncio.to_thread(compress_master, ctx, master)
-
-
-async def _upload(ctx: ChainContext, job: Any, master: Any, compressed: Any) -> Any:
-    return await asyncio.to_thread(upload_derivative, ctx, job, master, compressed)
-
-
-STEPS = Steps(generate=generate_master, upscale=upscale_master, compress=_compress, upload=_upload)
-
-
-class Bar:
-    async def start(self, run_id: str) -> None: ...
-    async def advance(self) -> None: ...
-    async def finish(self) -> None: ...
 
 
 def settings_for(**batch: Any) -> Settings:

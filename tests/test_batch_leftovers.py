@@ -11,17 +11,12 @@ from typing import Any
 
 import httpx
 from fixtures.emulator import emulator_test_settings
+from fixtures.inprocess import KEY, STEPS, URL, Bar
 
 from bananaflow.backends import create_backend
 from bananaflow.batch.deliver import deliver
 from bananaflow.batch.gemini import GeminiBatches
-from bananaflow.chain import (
-    ChainContext,
-    compress_master,
-    generate_master,
-    upload_derivative,
-    upscale_master,
-)
+from bananaflow.chain import ChainContext
 from bananaflow.config import Settings
 from bananaflow.emulator.app import create_app
 from bananaflow.emulator.faults import ForcedFault
@@ -30,30 +25,9 @@ from bananaflow.ledger import Ledger
 from bananaflow.manifest import ManifestWriter
 from bananaflow.pricing import Budget
 from bananaflow.records import ManifestRow
-from bananaflow.render import Steps
 from bananaflow.routing import route
 from bananaflow.spool import Spool
 from bananaflow.storage import Store
-
-URL = "http://emulator.local"
-KEY = "emulator-local-key"
-
-
-async def _compress(ctx: ChainContext, master: Any) -> Any:
-    return await asyncio.to_thread(compress_master, ctx, master)
-
-
-async def _upload(ctx: ChainContext, job: Any, master: Any, compressed: Any) -> Any:
-    return await asyncio.to_thread(upload_derivative, ctx, job, master, compressed)
-
-
-STEPS = Steps(generate=generate_master, upscale=upscale_master, compress=_compress, upload=_upload)
-
-
-class Bar:
-    async def start(self, run_id: str) -> None: ...
-    async def advance(self) -> None: ...
-    async def finish(self) -> None: ...
 
 
 def aistudio_settings(**batch: Any) -> Settings:

@@ -19,15 +19,11 @@ from typing import Any
 
 import pytest
 import yaml
+from fixtures.inprocess import STEPS, Bar
 from PIL import Image
 
 from bananaflow.chain import (
-    ChainContext,
-    compress_master,
-    generate_master,
     open_context,
-    upload_derivative,
-    upscale_master,
 )
 from bananaflow.config import Settings, load_settings
 from bananaflow.configfiles import shipped_dir
@@ -36,30 +32,13 @@ from bananaflow.expand import ImageJob
 from bananaflow.generation import pixel_size, size_problem
 from bananaflow.manifest import read_manifest
 from bananaflow.preflight import check_prices, plan_jobs, preflight
-from bananaflow.records import CompressedRef, ManifestRow, MasterRef
-from bananaflow.render import Steps, render_all
+from bananaflow.records import ManifestRow
+from bananaflow.render import render_all
 from bananaflow.storage import Store
 
 # --------------------------------------------------------------------------- helpers
 
 
-async def _compress(ctx: ChainContext, master: MasterRef) -> CompressedRef:
-    return await asyncio.to_thread(compress_master, ctx, master)
-
-
-async def _upload(
-    ctx: ChainContext, job: ImageJob, master: MasterRef, compressed: CompressedRef
-) -> tuple[str, list[str]]:
-    return await asyncio.to_thread(upload_derivative, ctx, job, master, compressed)
-
-
-CORE = Steps(generate=generate_master, upscale=upscale_master, compress=_compress, upload=_upload)
-
-
-class _NoBar:
-    async def start(self, run_id: str) -> None: ...
-    async def advance(self) -> None: ...
-    async def finish(self) -> None: ...
 
 
 def render(
@@ -83,7 +62,7 @@ def render_jobs(
     async def go() -> list[ManifestRow]:
         ctx = open_context(settings, run_id, {b for d in decisions for b in d.backends})
         try:
-            rows = await render_all(ctx, jobs, decisions, CORE, _NoBar())
+            rows = await render_all(ctx, jobs, decisions, STEPS, Bar())
             ctx.manifest.close()
             return rows
         finally:
