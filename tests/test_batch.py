@@ -10,36 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import json
-import tempfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fixtures.emulator import emulator_test_settings
-from fixtures.inprocess import KEY, STEPS, URL, Bar
+from fixtures.inprocess import KEY, STEPS, URL, Bar, opened
 
-from bananaflow.backends import create_backend
 from bananaflow.batch.book import BatchBook
 from bananaflow.batch.deliver import deliver, finish
-from bananaflow.batch.gemini import GeminiBatches
 from bananaflow.batch.lines import match, read_answer, to_jsonl
 from bananaflow.batch.states import normalize
-from bananaflow.chain import ChainContext
 from bananaflow.config import Settings
 from bananaflow.emulator.app import create_app
 from bananaflow.emulator.catalog import output_pixels
 from bananaflow.emulator.faults import ForcedFault
 from bananaflow.emulator.imagegen import ImageSpec, render
 from bananaflow.expand import ImageJob, PromptSpec, expand
-from bananaflow.ledger import Ledger
-from bananaflow.manifest import ManifestWriter, read_manifest
-from bananaflow.pricing import Budget
+from bananaflow.manifest import read_manifest
 from bananaflow.records import ManifestRow
 from bananaflow.routing import RouteDecision, route
-from bananaflow.spool import Spool
 from bananaflow.storage import Store
 
 
@@ -56,29 +46,6 @@ def settings_for(**batch: Any) -> Settings:
 def jobs_for(settings: Settings, *texts: str) -> tuple[list[ImageJob], list[RouteDecision]]:
     jobs = expand([PromptSpec(text=t) for t in texts], settings.expand, settings.generate)
     return jobs, [route(j, "dev", settings.route) for j in jobs]
-
-
-@asynccontextmanager
-async def opened(
-    app: Any, store_dir: Path, run_id: str, settings: Settings
-) -> AsyncIterator[tuple[ChainContext, GeminiBatches]]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=URL) as client:
-        store = Store(f"file://{store_dir}")
-        ctx = ChainContext(
-            settings=settings,
-            run_id=run_id,
-            store=store,
-            ledger=Ledger(store, run_id, claim_ttl_s=600),
-            spool=Spool(store.url, store_dir / ".spool"),
-            manifest=ManifestWriter(store, run_id),
-            budget=Budget(None),
-            backends={"aistudio": create_backend("aistudio", settings, client=client)},
-            work_dir=Path(tempfile.mkdtemp(prefix="bf-batch-")),
-        )
-        try:
-            yield ctx, GeminiBatches(settings, client)
-        finally:
-            await ctx.aclose()
 
 
 def app_with(**batch: Any) -> Any:

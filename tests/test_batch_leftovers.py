@@ -5,28 +5,19 @@ inside batch lines."""
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import httpx
 from fixtures.emulator import emulator_test_settings
-from fixtures.inprocess import KEY, STEPS, URL, Bar
+from fixtures.inprocess import KEY, STEPS, URL, Bar, opened
 
-from bananaflow.backends import create_backend
 from bananaflow.batch.deliver import deliver
-from bananaflow.batch.gemini import GeminiBatches
-from bananaflow.chain import ChainContext
 from bananaflow.config import Settings
 from bananaflow.emulator.app import create_app
 from bananaflow.emulator.faults import ForcedFault
 from bananaflow.expand import ImageJob, PromptSpec, expand
-from bananaflow.ledger import Ledger
-from bananaflow.manifest import ManifestWriter
-from bananaflow.pricing import Budget
 from bananaflow.records import ManifestRow
 from bananaflow.routing import route
-from bananaflow.spool import Spool
 from bananaflow.storage import Store
 
 
@@ -45,29 +36,12 @@ def deliver_on(
 ) -> list[ManifestRow]:
     """The jobs through batch delivery against the in-process emulator."""
     decisions = [route(j, settings.stage, settings.route) for j in jobs]
-    store = Store(f"file://{tmp}")
 
     async def go() -> list[ManifestRow]:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url=URL) as client:
-            ctx = ChainContext(
-                settings=settings,
-                run_id="r1",
-                store=store,
-                ledger=Ledger(store, "r1", claim_ttl_s=600),
-                spool=Spool(store.url, tmp / ".spool"),
-                manifest=ManifestWriter(store, "r1"),
-                budget=Budget(None),
-                backends={"aistudio": create_backend("aistudio", settings, client=client)},
-                work_dir=Path(tempfile.mkdtemp(prefix="bf-left-")),
+        async with opened(app, tmp, "r1", settings) as (ctx, api):
+            return await deliver(
+                ctx, jobs, decisions, STEPS, Bar(), wait=wait, providers=lambda _b: api
             )
-            api = GeminiBatches(settings, client)
-            try:
-                return await deliver(
-                    ctx, jobs, decisions, STEPS, Bar(), wait=wait, providers=lambda _b: api
-                )
-            finally:
-                await ctx.aclose()
 
     return asyncio.run(go())
 

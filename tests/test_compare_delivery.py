@@ -5,28 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import tempfile
 from pathlib import Path
 
-import httpx
 import pytest
 from fixtures.emulator import emulator_test_settings
-from fixtures.inprocess import KEY, STEPS, URL, Bar
+from fixtures.inprocess import KEY, STEPS, URL, Bar, opened
 
 from bananaflow import comparison_delivery as cd
-from bananaflow.backends import create_backend
-from bananaflow.batch.gemini import GeminiBatches
-from bananaflow.chain import ChainContext
 from bananaflow.config import Settings
 from bananaflow.emulator.app import create_app
 from bananaflow.emulator.faults import ForcedFault
 from bananaflow.expand import PromptSpec, expand
-from bananaflow.ledger import Ledger
-from bananaflow.manifest import ManifestWriter
-from bananaflow.pricing import Budget
 from bananaflow.records import ManifestRow
 from bananaflow.routing import route
-from bananaflow.spool import Spool
 from bananaflow.storage import Store
 
 
@@ -78,27 +69,10 @@ def test_online_flex_batch_figures_match_what_the_emulator_counted(tmp_path: Pat
     store = Store(f"file://{tmp_path}")
 
     async def go() -> list[ManifestRow]:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url=URL) as client:
-            ctx = ChainContext(
-                settings=settings,
-                run_id="cmp-1",
-                store=store,
-                ledger=Ledger(store, "cmp-1", claim_ttl_s=600),
-                spool=Spool(store.url, tmp_path / ".spool"),
-                manifest=ManifestWriter(store, "cmp-1"),
-                budget=Budget(None),
-                backends={"aistudio": create_backend("aistudio", settings, client=client)},
-                work_dir=Path(tempfile.mkdtemp(prefix="bf-cmp-")),
-                reuse=False,
+        async with opened(app, tmp_path, "cmp-1", settings, reuse=False) as (ctx, api):
+            return await cd.render_deliveries(
+                ctx, jobs, decisions, STEPS, Bar(), providers=lambda _b: api
             )
-            try:
-                api = GeminiBatches(settings, client)
-                return await cd.render_deliveries(
-                    ctx, jobs, decisions, STEPS, Bar(), providers=lambda _b: api
-                )
-            finally:
-                await ctx.aclose()
 
     rows = asyncio.run(go())
     submitted = cd.batch_submissions(store, "cmp-1")
