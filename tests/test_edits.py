@@ -16,12 +16,9 @@ from typing import Any
 
 import pytest
 import yaml
-from fixtures.inprocess import STEPS, Bar
+from fixtures.inprocess import render_jobs
 
 from bananaflow.backends import create_backend
-from bananaflow.chain import (
-    open_context,
-)
 from bananaflow.chain.keys import job_master_key
 from bananaflow.config import Settings, load_settings
 from bananaflow.configfiles import shipped_dir
@@ -31,7 +28,6 @@ from bananaflow.ledger import Ledger
 from bananaflow.manifest import read_manifest
 from bananaflow.preflight import check_prices, plan_jobs, preflight
 from bananaflow.records import ManifestRow
-from bananaflow.render import render_all
 from bananaflow.storage import Store
 
 # --------------------------------------------------------------------------- helpers
@@ -44,16 +40,7 @@ def render(settings: Settings, batch: Path, run_id: str) -> list[ManifestRow]:
     jobs, decisions = plan_jobs(settings, [], str(batch))
     check_prices(settings, jobs, decisions)
 
-    async def go() -> list[ManifestRow]:
-        ctx = open_context(settings, run_id, {b for d in decisions for b in d.backends})
-        try:
-            rows = await render_all(ctx, jobs, decisions, STEPS, Bar())
-            ctx.manifest.close()
-            return rows
-        finally:
-            await ctx.aclose()
-
-    return asyncio.run(go())
+    return render_jobs(settings, jobs, decisions, run_id)
 
 
 def gen_requests(emu) -> list[dict[str, Any]]:

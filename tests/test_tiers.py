@@ -19,21 +19,16 @@ from typing import Any
 
 import pytest
 import yaml
-from fixtures.inprocess import STEPS, Bar
+from fixtures.inprocess import render_jobs
 from PIL import Image
 
-from bananaflow.chain import (
-    open_context,
-)
 from bananaflow.config import Settings, load_settings
 from bananaflow.configfiles import shipped_dir
 from bananaflow.errors import ConfigError, InputError
-from bananaflow.expand import ImageJob
 from bananaflow.generation import pixel_size, size_problem
 from bananaflow.manifest import read_manifest
 from bananaflow.preflight import check_prices, plan_jobs, preflight
 from bananaflow.records import ManifestRow
-from bananaflow.render import render_all
 from bananaflow.storage import Store
 
 # --------------------------------------------------------------------------- helpers
@@ -54,21 +49,6 @@ def render(
     )
     check_prices(settings, jobs, decisions)
     return render_jobs(settings, jobs, decisions, run_id)
-
-
-def render_jobs(
-    settings: Settings, jobs: list[ImageJob], decisions: list[Any], run_id: str
-) -> list[ManifestRow]:
-    async def go() -> list[ManifestRow]:
-        ctx = open_context(settings, run_id, {b for d in decisions for b in d.backends})
-        try:
-            rows = await render_all(ctx, jobs, decisions, STEPS, Bar())
-            ctx.manifest.close()
-            return rows
-        finally:
-            await ctx.aclose()
-
-    return asyncio.run(go())
 
 
 def png(colour: tuple[int, int, int], size: int = 64) -> bytes:
