@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from fixtures.emulator import EmulatorHandle
+from fixtures.prefect import rest
 
 from bananaflow.config import load_settings
 from bananaflow.emulator.control import EmulatorControl
@@ -202,13 +202,11 @@ def _block_document(name: str, include_secrets: bool = False) -> str:
     from prefect.settings import PREFECT_API_URL
 
     api = PREFECT_API_URL.value().rstrip("/")
-    found = httpx.post(
+    (doc,) = rest(
+        "POST",
         f"{api}/block_documents/filter",
         json={"block_documents": {"name": {"any_": [name]}}, "include_secrets": include_secrets},
-        timeout=30,
     )
-    found.raise_for_status()
-    (doc,) = found.json()
     return json.dumps(doc["data"])
 
 

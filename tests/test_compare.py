@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from typing import Any
 
 import pytest
+from fixtures.prefect import latest_artifact
 from PIL import Image
 
 from bananaflow import comparison
@@ -243,15 +243,3 @@ def test_compare_measures_both_platforms_and_publishes_table_json_and_grid(emu, 
     assert down is not None and (down.failed, down.failure_rate, down.requests) == (2, 1.0, 6)
     assert down.usd_per_image is None and down.latency_p50_s is None
     assert all(p.sides["vertex"].status == "failed" for p in again.pairs)
-
-
-def latest_artifact(key: str) -> dict[str, Any]:
-    """Over the REST API: Prefect 3.8.8's ``Artifact.get`` sends ``offset: null``, which its
-    own server rejects."""
-    import httpx
-    from prefect.settings import PREFECT_API_URL
-
-    body = {"artifacts": {"key": {"any_": [key]}}, "sort": "UPDATED_DESC", "limit": 1, "offset": 0}
-    found = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body).json()
-    assert found, f"no artifact {key}"
-    return found[0]

@@ -30,10 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
-from fixtures.prefect import pointed_at, stop
+from fixtures.prefect import artifacts, pointed_at, stop
 from fixtures.prefect import server as prefect_server
 
 from bananaflow.config import load_settings
@@ -637,15 +636,13 @@ def test_scale_out_lands_every_job_exactly_once(
 
 def _artifact_of(flow_run_id: str, key: str) -> Any:
     """An artifact of one flow run, over the REST API (what the UI's Artifacts tab reads)."""
-    from prefect.settings import PREFECT_API_URL
-
     body = {
         "artifacts": {"key": {"any_": [key]}, "flow_run_id": {"any_": [flow_run_id]}},
         "sort": "UPDATED_DESC",
         "limit": 1,
         "offset": 0,
     }
-    found = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body).json()
+    found = artifacts(body)
     assert found, f"no artifact {key} on flow run {flow_run_id}"
     data = found[0]["data"]
     return json.loads(data) if isinstance(data, str) else data

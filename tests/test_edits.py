@@ -33,8 +33,6 @@ from bananaflow.storage import Store
 # --------------------------------------------------------------------------- helpers
 
 
-
-
 def render(settings: Settings, batch: Path, run_id: str) -> list[ManifestRow]:
     """What the generate flow does, minus Prefect: plan, check, render, close the manifest."""
     jobs, decisions = plan_jobs(settings, [], str(batch))

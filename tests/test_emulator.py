@@ -161,8 +161,12 @@ def test_serve_forever_prints_url_and_stops_on_sigterm(tmp_path: Path) -> None:
     )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=env, cwd=Path(__file__).resolve().parent.parent,
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
     )
     try:
         line = proc.stdout.readline() if proc.stdout else ""
@@ -225,9 +229,7 @@ def test_vertex_requires_an_issued_bearer(emu: EmulatorHandle, token: str) -> No
     forged = vertex(emu, body(), "ya29.forged-token")
     assert forged.status_code == 401 and error_of(forged)["status"] == "UNAUTHENTICATED"
     assert "invalid authentication credentials" in error_of(forged)["message"]
-    key_only = httpx.post(
-        emu.vertex_url(), json=body(), headers={"x-goog-api-key": emu.api_key}
-    )
+    key_only = httpx.post(emu.vertex_url(), json=body(), headers={"x-goog-api-key": emu.api_key})
     assert key_only.status_code == 401  # the project path wants OAuth, not a key
     assert vertex(emu, body(), token).status_code == 200
 
@@ -443,10 +445,15 @@ def test_vertex_only_image_options_are_unknown_on_aistudio(
 @pytest.mark.parametrize(
     ("payload", "message"),
     [
-        (body(ratio="7:3"), "Unsupported aspect ratio '7:3'. Supported values are: 1:1, 2:3, "
-         "3:2, 3:4, 4:3, 4:5, 5:4, 9:16, 16:9, 21:9, 1:4, 4:1, 1:8, 8:1."),
-        (body(size="8K"), "Unsupported image_size '8K'. Supported values are: 1K, 2K, 4K, 512, "
-         "512P, 512PX."),
+        (
+            body(ratio="7:3"),
+            "Unsupported aspect ratio '7:3'. Supported values are: 1:1, 2:3, "
+            "3:2, 3:4, 4:3, 4:5, 5:4, 9:16, 16:9, 21:9, 1:4, 4:1, 1:8, 8:1.",
+        ),
+        (
+            body(size="8K"),
+            "Unsupported image_size '8K'. Supported values are: 1K, 2K, 4K, 512, 512P, 512PX.",
+        ),
         (body(candidateCount=2), "Multiple candidates is not enabled for this model"),
         ({"contents": [{"role": "user", "parts": []}]}, "Request has empty input."),
         ({"contents": [{"role": "user"}]}, "Request has empty input."),
@@ -476,8 +483,13 @@ def test_bad_modality_and_bad_input_base64_are_400(emu: EmulatorHandle) -> None:
     assert "generation_config.response_modalities[0]" in error_of(r)["message"]
     bad_image = {
         "contents": [
-            {"role": "user", "parts": [{"inlineData": {"mimeType": "image/png", "data": "%%"}},
-                                       {"text": "edit this"}]}
+            {
+                "role": "user",
+                "parts": [
+                    {"inlineData": {"mimeType": "image/png", "data": "%%"}},
+                    {"text": "edit this"},
+                ],
+            }
         ]
     }
     r = studio(emu, bad_image)
@@ -496,8 +508,10 @@ def test_snake_case_input_is_accepted_and_output_is_camel_case(emu: EmulatorHand
     assert r.status_code == 200
     assert pil(image_bytes(r)[0]).size == pixel_size("9:16", "1K")
     raw = r.text
-    assert '"usageMetadata"' in raw and '"inlineData"' in raw and "_" not in "".join(
-        k for k in r.json()["usageMetadata"]
+    assert (
+        '"usageMetadata"' in raw
+        and '"inlineData"' in raw
+        and "_" not in "".join(k for k in r.json()["usageMetadata"])
     )
 
 
@@ -513,8 +527,13 @@ def test_reference_images_change_the_result(emu: EmulatorHandle) -> None:
     ref = base64.b64encode(b"\x89PNG fake reference").decode()
     with_ref = {
         "contents": [
-            {"role": "user", "parts": [{"inline_data": {"mime_type": "image/png", "data": ref}},
-                                       {"text": "a red apple on a wooden table"}]}
+            {
+                "role": "user",
+                "parts": [
+                    {"inline_data": {"mime_type": "image/png", "data": ref}},
+                    {"text": "a red apple on a wooden table"},
+                ],
+            }
         ]
     }
     a = image_bytes(studio(emu, with_ref))[0]
@@ -601,8 +620,10 @@ def test_success_shape_vertex_png_by_default(emu: EmulatorHandle, token: str) ->
 
 @pytest.mark.parametrize(
     ("options", "fmt"),
-    [({"mimeType": "image/jpeg", "compressionQuality": 80}, "JPEG"), ({"mimeType": "image/png"},
-                                                                      "PNG")],
+    [
+        ({"mimeType": "image/jpeg", "compressionQuality": 80}, "JPEG"),
+        ({"mimeType": "image/png"}, "PNG"),
+    ],
 )
 def test_vertex_output_options_are_honoured(
     emu: EmulatorHandle, token: str, options: dict[str, Any], fmt: str
@@ -650,9 +671,7 @@ def test_stream_without_sse_is_a_json_array_errors_too(emu: EmulatorHandle) -> N
     assert isinstance(ok.json(), list) and ok.json()[0]["candidates"]
     err = studio(emu, body(), op="streamGenerateContent", key=None)
     assert err.status_code == 403 and err.json()[0]["error"]["status"] == "PERMISSION_DENIED"
-    assert emu.control.stats()["by_route"]["aistudio:streamGenerateContent"] == {
-        "ok": 1, "403": 1
-    }
+    assert emu.control.stats()["by_route"]["aistudio:streamGenerateContent"] == {"ok": 1, "403": 1}
 
 
 # --------------------------------------------------------------------------- refusals
@@ -771,9 +790,7 @@ def test_concurrency_cap_is_429_and_peak_in_flight_counts(emulator_factory) -> N
         time_scale=0.1, profiles={"aistudio": {"concurrency": 1, "latency_s": {"1K": (3, 3)}}}
     )
     emu = handle(server)
-    results = asyncio.run(
-        _burst([emu.aistudio_url()] * 2, body(), {"x-goog-api-key": emu.api_key})
-    )
+    results = asyncio.run(_burst([emu.aistudio_url()] * 2, body(), {"x-goog-api-key": emu.api_key}))
     assert sorted(r.status_code for r in results) == [200, 429]
     busy = next(r for r in results if r.status_code == 429)
     assert detail(error_of(busy), "RetryInfo")["retryDelay"] == "0.1s"  # 1 s x time_scale
@@ -791,7 +808,8 @@ def test_random_error_rate_gives_the_real_503(emulator_factory) -> None:
     assert r.status_code == 503
     assert r.json() == {
         "error": {
-            "code": 503, "message": "The service is currently unavailable.",
+            "code": 503,
+            "message": "The service is currently unavailable.",
             "status": "UNAVAILABLE",
         }
     }
@@ -894,7 +912,10 @@ def test_forced_body_faults(emu: EmulatorHandle) -> None:
     assert talk["finishReason"] == "STOP"
     assert all("inlineData" not in p for p in talk["content"]["parts"])
     assert emu.control.stats()["faults_applied"] == {
-        "truncated_json": 1, "malformed_json": 1, "bad_base64": 1, "lying_mime": 1,
+        "truncated_json": 1,
+        "malformed_json": 1,
+        "bad_base64": 1,
+        "lying_mime": 1,
         "no_image": 1,
     }
 
@@ -951,9 +972,7 @@ def test_request_log_has_urls_as_sent_and_never_secrets(emu: EmulatorHandle, tok
     vertex(emu, body(), token)
     log = emu.control.requests()
     api = [e for e in log if e["backend"] != "auth"]
-    assert [e["url"] for e in api] == [
-        emu.aistudio_url() + "?alt=json", emu.vertex_url()
-    ]
+    assert [e["url"] for e in api] == [emu.aistudio_url() + "?alt=json", emu.vertex_url()]
     required = {"method", "url", "backend", "operation", "model", "status", "outcome", "t"}
     for e in api:
         assert required <= set(e)
@@ -994,14 +1013,19 @@ def _png(size: tuple[int, int]) -> str:
 def upscale_body(image_b64: str, factor: str = "x2", **params: Any) -> dict[str, Any]:
     return {
         "instances": [{"prompt": "", "image": {"bytesBase64Encoded": image_b64}}],
-        "parameters": {"mode": "upscale", "sampleCount": 1,
-                       "upscaleConfig": {"upscaleFactor": factor}, **params},
+        "parameters": {
+            "mode": "upscale",
+            "sampleCount": 1,
+            "upscaleConfig": {"upscaleFactor": factor},
+            **params,
+        },
     }
 
 
 def test_upscale_resamples_by_the_factor(emu: EmulatorHandle, token: str) -> None:
-    r = vertex(emu, upscale_body(_png((300, 200))), token, model="imagen-4.0-upscale-preview",
-               op="predict")
+    r = vertex(
+        emu, upscale_body(_png((300, 200))), token, model="imagen-4.0-upscale-preview", op="predict"
+    )
     assert r.status_code == 200
     pred = r.json()["predictions"][0]
     assert pred["mimeType"] == "image/png"
@@ -1015,8 +1039,10 @@ def test_upscale_resamples_by_the_factor(emu: EmulatorHandle, token: str) -> Non
     [
         (upscale_body(_png((1100, 1100)), "x4"), "17 megapixel"),
         (upscale_body("A" * (10 * 1024 * 1024 + 4)), "10 MB"),
-        ({"instances": [{"image": {"bytesBase64Encoded": _png((8, 8))}}], "parameters": {}},
-         "upscale"),
+        (
+            {"instances": [{"image": {"bytesBase64Encoded": _png((8, 8))}}], "parameters": {}},
+            "upscale",
+        ),
         (upscale_body(_png((8, 8)), "x8"), "upscale factor"),
     ],
 )

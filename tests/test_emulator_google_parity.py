@@ -58,9 +58,7 @@ def body(
     config: dict[str, Any] = dict(generation)
     if image_config:
         config["imageConfig"] = image_config
-    out: dict[str, Any] = {
-        "contents": contents or [{"role": "user", "parts": [{"text": prompt}]}]
-    }
+    out: dict[str, Any] = {"contents": contents or [{"role": "user", "parts": [{"text": prompt}]}]}
     if config:
         out["generationConfig"] = config
     return out
@@ -173,7 +171,9 @@ def test_aistudio_models_get_and_paged_list(emu: EmulatorHandle) -> None:
     one = httpx.get(f"{emu.url}/v1beta/models/{FLASH31}", headers=headers).json()
     assert one["name"] == f"models/{FLASH31}" and one["displayName"] == "Nano Banana 2"
     assert one["supportedGenerationMethods"] == [
-        "generateContent", "countTokens", "batchGenerateContent"
+        "generateContent",
+        "countTokens",
+        "batchGenerateContent",
     ]
     assert one["inputTokenLimit"] > 0 and one["outputTokenLimit"] == 32_768
     alias = httpx.get(f"{emu.url}/v1/models/{PRO}-preview", headers=headers).json()
@@ -597,7 +597,9 @@ def test_the_upscaler_is_still_served(emu: EmulatorHandle, token: str) -> None:
     payload = {
         "instances": [{"prompt": "", "image": {"bytesBase64Encoded": b64(png((1, 2, 3)))}}],
         "parameters": {
-            "mode": "upscale", "sampleCount": 1, "upscaleConfig": {"upscaleFactor": "x2"}
+            "mode": "upscale",
+            "sampleCount": 1,
+            "upscaleConfig": {"upscaleFactor": "x2"},
         },
     }
     r = vertex(emu, payload, token, "imagen-4.0-upscale-preview", "predict")
@@ -607,9 +609,7 @@ def test_the_upscaler_is_still_served(emu: EmulatorHandle, token: str) -> None:
 # --------------------------------------------------------------------------- references
 
 
-def test_reference_images_are_drawn_as_a_thumbnail_strip(
-    emu: EmulatorHandle, token: str
-) -> None:
+def test_reference_images_are_drawn_as_a_thumbnail_strip(emu: EmulatorHandle, token: str) -> None:
     colours = [(230, 20, 20), (20, 200, 40), (30, 60, 230)]
     parts: list[dict[str, Any]] = [
         {"inlineData": {"mimeType": "image/png", "data": b64(png(c))}} for c in colours

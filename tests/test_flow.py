@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures.prefect import run_artifact
 
 from bananaflow.flows.generate import generate_images
 from bananaflow.imaging import read_digital_source_type
@@ -184,22 +185,6 @@ def test_manifest_rows_are_json_lines_with_every_job(emu, make_config, tmp_path)
     lines = Path(summary.manifest_uri.removeprefix("file://")).read_text().splitlines()
     ids = {json.loads(line)["job_id"] for line in lines}
     assert ids == {r.job_id for r in summary.rows} and len(ids) == 3
-
-
-def run_artifact(key: str, run_id: str) -> dict[str, Any]:
-    """This run's artifact under ``key``, read over Prefect's REST API.
-
-    Matched by run id (in its description or data), not "latest" as ``Artifact.get`` would,
-    so runs of other tests against the same server cannot stand in.
-    """
-    import httpx
-    from prefect.settings import PREFECT_API_URL
-
-    body = {"artifacts": {"key": {"any_": [key]}}, "sort": "UPDATED_DESC", "limit": 50, "offset": 0}
-    found = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body).json()
-    mine = [a for a in found if run_id in f"{a.get('description')}{a.get('data')}"]
-    assert mine, f"no artifact {key} for run {run_id}"
-    return mine[0]
 
 
 def test_artifacts_are_published_to_prefect(emu, make_config):

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from fixtures.prefect import latest_artifact
 
 from bananaflow import promotion
 from bananaflow.errors import InputError
@@ -379,17 +380,6 @@ def _wait_until_paused(dev_run_id: str, running) -> tuple[uuid.UUID, dict[str, A
                     return mine[0].id, form
             time.sleep(0.2)
     pytest.fail("promote never paused")
-
-
-def latest_artifact(key: str) -> dict[str, Any]:
-    """Over the REST API: Prefect 3.8.8's ``Artifact.get`` sends ``offset: null``, which its
-    own server rejects."""
-    from prefect.settings import PREFECT_API_URL
-
-    body = {"artifacts": {"key": {"any_": [key]}}, "sort": "UPDATED_DESC", "limit": 1, "offset": 0}
-    found = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body).json()
-    assert found, f"no artifact {key}"
-    return found[0]
 
 
 @pytestmark_flows

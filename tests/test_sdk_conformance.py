@@ -231,15 +231,18 @@ def test_seed_reaches_the_emulator_and_is_reproducible(client: genai.Client) -> 
 
 
 def test_reference_images_arrive(client: genai.Client, emu: EmulatorHandle) -> None:
-    refs = [types.Part.from_bytes(data=png(c), mime_type="image/png") for c in
-            ((255, 0, 0), (0, 255, 0))]
+    refs = [
+        types.Part.from_bytes(data=png(c), mime_type="image/png")
+        for c in ((255, 0, 0), (0, 255, 0))
+    ]
     response = client.models.generate_content(
         model=PRO, contents=[*refs, "blend these"], config=image_config(client)
     )
     final_image(response)
     details = response.usage_metadata.prompt_tokens_details  # type: ignore[union-attr]
-    assert any(d.modality == types.MediaModality.IMAGE and d.token_count == 2 * 258
-               for d in details)  # type: ignore[union-attr]
+    assert any(
+        d.modality == types.MediaModality.IMAGE and d.token_count == 2 * 258 for d in details
+    )  # type: ignore[union-attr]
 
 
 # --------------------------------------------------------------------------- chats

@@ -12,9 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from prefect.settings import PREFECT_API_URL
+from fixtures.prefect import run_artifact
 
 from bananaflow.flows.generate import generate_images
 from bananaflow.manifest import ManifestWriter, iter_manifest, read_manifest
@@ -109,14 +108,6 @@ def test_close_leaves_a_clean_manifest_as_it_is_and_drops_a_torn_tail(tmp_path: 
     assert [r.job_id for r in read_manifest(store, RUN)] == ["j00000", "j00001", "j00002"]
 
 
-def _artifact(key: str, run_id: str) -> dict[str, Any]:
-    body = {"artifacts": {"key": {"any_": [key]}}, "sort": "UPDATED_DESC", "limit": 50, "offset": 0}
-    found = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body).json()
-    mine = [a for a in found if run_id in f"{a.get('description')}{a.get('data')}"]
-    assert mine, f"no artifact {key} for run {run_id}"
-    return mine[0]
-
-
 @pytest.mark.usefixtures("prefect_api")
 def test_a_run_above_summary_rows_still_tables_every_job(make_config: Any) -> None:
     config, out = make_config(generate={"summary_rows": 1}, compress={"thumbnails": []})
@@ -125,7 +116,7 @@ def test_a_run_above_summary_rows_still_tables_every_job(make_config: Any) -> No
 
     assert summary.jobs == 3 and summary.counts == {"uploaded": 3}
     manifest = read_manifest(Store(out), summary.run_id)
-    table = json.loads(_artifact("bananaflow-results", summary.run_id)["data"])
+    table = json.loads(run_artifact("bananaflow-results", summary.run_id)["data"])
     assert [r["job"] for r in table] == [r.job_id for r in manifest]
     assert all(r["status"] == "uploaded" and r["uri"] for r in table)
-    assert "jobs: 3 (uploaded: 3)" in _artifact("bananaflow-summary", summary.run_id)["data"]
+    assert "jobs: 3 (uploaded: 3)" in run_artifact("bananaflow-summary", summary.run_id)["data"]

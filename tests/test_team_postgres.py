@@ -27,9 +27,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import pytest
 from fixtures.emulator import EmulatorHandle
+from fixtures.prefect import artifacts, rest
 
 from bananaflow.manifest import read_manifest
 from bananaflow.storage import Store
@@ -62,7 +62,7 @@ def _our_run(store: Store, flow_run_id: str) -> str:
 def _artifacts(api_url: str, flow_run_id: str) -> dict[str, dict[str, Any]]:
     """The latest artifact per key of one flow run, over the REST API (what the UI reads)."""
     body = {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}, "sort": "UPDATED_DESC"}
-    found = httpx.post(f"{api_url}/artifacts/filter", json=body, timeout=30).json()
+    found = artifacts(body, api_url)
     latest: dict[str, dict[str, Any]] = {}
     for a in found:
         latest.setdefault(a["key"], a)
@@ -96,7 +96,7 @@ def test_generate_flow_runs_on_a_postgresql_backed_server(
     assert emu.control.stats()["generation_requests"] == {"aistudio": 3, "vertex": 0}
 
     # What Prefect's API says about the run (the UI reads the same).
-    run = httpx.get(f"{on_postgres_api.api_url}/flow_runs/{flow_run_id}", timeout=30).json()
+    run = rest("GET", f"{on_postgres_api.api_url}/flow_runs/{flow_run_id}")
     assert run["state"]["type"] == "COMPLETED"
     artifacts = _artifacts(on_postgres_api.api_url, flow_run_id)
     assert {

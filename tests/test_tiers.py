@@ -34,8 +34,6 @@ from bananaflow.storage import Store
 # --------------------------------------------------------------------------- helpers
 
 
-
-
 def render(
     settings: Settings,
     prompts: list[str] | None = None,
