@@ -41,6 +41,7 @@ from bananaflow.generation import (
     BackendName,
     Delivery,
     ImageSize,
+    ProvisionedThroughput,
     ReferenceMime,
     SyncDelivery,
 )
@@ -157,6 +158,29 @@ class VertexSettings(_Model):
     )
     requests_per_minute: int = Field(300, ge=1)
     concurrency: int = Field(20, ge=1)
+    provisioned_throughput: ProvisionedThroughput = Field(
+        "spillover",
+        description=(
+            "Which pool serves online calls: spillover (no header: Provisioned Throughput "
+            "while the order lasts, then PayGo), dedicated (PT only; over the order Vertex "
+            "answers 429) or shared (PayGo only, skip PT). AI Studio has no PT."
+        ),
+    )
+    provisioned_throughput_fallback: Literal["none", "shared"] = Field(
+        "none",
+        description=(
+            "What a dedicated call over the PT order does: none retries it on PT and then "
+            "ends the job with the reason; shared buys it at once from PayGo, recorded."
+        ),
+    )
+    provisioned_throughput_price: NonNegative = Field(
+        1.0,
+        description=(
+            "Multiplier on the online list price for an image Vertex reports as served from "
+            "PT (trafficType PROVISIONED_THROUGHPUT). PT is prepaid, so its marginal cost "
+            "is 0; the default keeps the list price, so a budget is never too low."
+        ),
+    )
 
     def endpoint(self) -> str:
         if self.base_url:
@@ -211,6 +235,15 @@ class BackendProfile(_Model):
         ge=0,
         le=1,
         description="Seeded share of priority calls served and billed as standard instead.",
+    )
+    provisioned_images_per_min: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Vertex only: the Provisioned Throughput order, in images per emulated minute (0: "
+            "none bought). Calls without a request-type header are served from it while it "
+            "lasts, then spill over to on-demand; 'dedicated' calls over it get the PT 429."
+        ),
     )
     image_format: Literal["png", "jpeg"] = "png"
     jpeg_quality: int = Field(90, ge=1, le=100)
@@ -268,6 +301,14 @@ class EmulatorBatchSettings(_Model):
     )
     vertex_queued_s: float = Field(
         0.0, ge=0, description="A new Vertex job first sits JOB_STATE_QUEUED this long."
+    )
+    vertex_max_running_jobs: int = Field(
+        1000,
+        ge=1,
+        description=(
+            "Vertex jobs past this many unfinished ones stay JOB_STATE_QUEUED until one ends "
+            "(Google documents ~8 concurrent Gemini jobs, the rest queued)."
+        ),
     )
     vertex_cancelling_s: float = Field(
         5.0, ge=0, description="A cancelled Vertex job is JOB_STATE_CANCELLING this long."
@@ -795,6 +836,12 @@ _BOUND_WORDS = {
 def _fix_for(err: dict[str, Any]) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
+        loc = tuple(err.get("loc", ()))
+        if loc[:2] == ("backends", "aistudio") and str(loc[-1]).startswith("provisioned_"):
+            return (
+                "AI Studio has no Provisioned Throughput: remove it (Vertex's is "
+                f"backends.vertex.{loc[-1]})"
+            )
         return "remove it or check its spelling against configs/local.yaml"
     if kind == "literal_error":
         return f"use one of {err.get('ctx', {}).get('expected', 'the allowed values')}"

@@ -32,6 +32,9 @@ BackendName = Literal["aistudio", "vertex"]
 Delivery = Literal["online", "flex", "priority", "batch"]
 # The deliveries that are one ``generateContent`` call each; ``batch`` is bought another way.
 SyncDelivery = Literal["online", "flex", "priority"]
+# Vertex Provisioned Throughput (batch-and-model-tiers.md §5.2): ``spillover`` sends no header
+# (PT while the order lasts, then standard PayGo), ``dedicated`` PT only, ``shared`` PayGo only.
+ProvisionedThroughput = Literal["spillover", "dedicated", "shared"]
 PersonGeneration = Literal["ALLOW_ALL", "ALLOW_ADULT", "ALLOW_NONE"]
 OutputMime = Literal["image/png", "image/jpeg"]
 ReferenceMime = Literal["image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"]
@@ -205,6 +208,9 @@ class ImageRequest(BaseModel):
         "online", description="Service tier of the call: standard (online), flex or priority."
     )
     # Vertex-only
+    provisioned_throughput: ProvisionedThroughput | None = Field(
+        None, description="The Vertex pool asked for; None: no header (as spillover)."
+    )
     output_mime_type: OutputMime | None = None
     output_quality: int | None = Field(None, ge=0, le=100)
     person_generation: PersonGeneration | None = None
@@ -218,7 +224,12 @@ class ImageRequest(BaseModel):
 
     def vertex_only_fields(self) -> list[str]:
         """Names of the Vertex-only options this request sets (for a clear AI Studio error)."""
-        names = ["output_mime_type", "output_quality", "person_generation"]
+        names = [
+            "provisioned_throughput",
+            "output_mime_type",
+            "output_quality",
+            "person_generation",
+        ]
         return [n for n in names if getattr(self, n) is not None]
 
 

@@ -16,6 +16,7 @@ from bananaflow.expand import ImageJob, PromptSpec, ReferenceResolver, expand, l
 from bananaflow.expand.references import absolute
 from bananaflow.generation import BackendName, Delivery
 from bananaflow.pricing import price_for
+from bananaflow.provisioned import check_routes
 from bananaflow.routing import RouteDecision, route
 from bananaflow.storage import open_store
 from bananaflow.tiers import check_jobs, fallback_models
@@ -66,6 +67,7 @@ def check_prices(settings: Settings, jobs: list[ImageJob], decisions: list[Route
     every job is one its models can render (``tiers.check_jobs``), checked in the same breath
     because every path that prices jobs is about to pay for them."""
     check_jobs(settings, jobs, decisions)
+    check_routes(settings, decisions)  # Provisioned Throughput only where Vertex sells it
     for job, decision in zip(jobs, decisions, strict=True):
         deliveries = [decision.delivery.delivery]
         if decision.delivery.fallback is not None:

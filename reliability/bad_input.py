@@ -195,6 +195,16 @@ CASES: list[Case] = [
     Case("config: not UTF-8", _raw_config(b"stage: d\xffv\n"), "cannot read"),
     Case("config: file does not exist", _only("a cat", "--config", "/nonexistent/c.yaml"), "exist"),
     Case("config: stage that does not exist", _config_case("stage", "staging"), "stage"),
+    Case(
+        "config: Provisioned Throughput only, on AI Studio",
+        _config_case("backends.vertex.provisioned_throughput", "dedicated"),
+        "backends.vertex.provisioned_throughput",
+    ),
+    Case(
+        "config: Provisioned Throughput asked of AI Studio",
+        _config_case("backends.aistudio.provisioned_throughput", "shared"),
+        "backends.aistudio.provisioned_throughput",
+    ),
     # --- credentials
     Case(
         "credentials: no API key (dev)",

@@ -199,6 +199,64 @@ def test_vertex_queued_then_cancelling_are_waited_through(
     assert seen["cancelled"] == [("failed", "BatchCancelled")]
 
 
+def test_vertex_jobs_past_the_running_limit_stay_queued_until_one_ends(
+    tmp_path: Path, emulator_factory: Any
+) -> None:
+    """With ``vertex_max_running_jobs`` 1, a second job is QUEUED while the first runs (not
+    for a time: the first runs for 1e9 s until the test lets it end); then both finish and
+    every job is uploaded, through the client's ordinary QUEUED handling."""
+    from bananaflow.batch.book import BatchBook
+    from bananaflow.batch.collect import look
+    from bananaflow.batch.deliver import finish
+    from bananaflow.batch.provider import ProviderPool
+    from bananaflow.chain import open_context
+
+    server, settings = _vertex(
+        tmp_path, emulator_factory, vertex_max_running_jobs=1, pending_s=0.0, running_s=1e9
+    )
+    clock = server.settings.batch
+    jobs = expand(
+        [PromptSpec(text=t) for t in ("v first", "v second")], settings.expand, settings.generate
+    )
+    decisions = [route(j, "prod", settings.route) for j in jobs]
+
+    async def go() -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        pool = ProviderPool(settings)
+        ctx = open_context(settings, "rl", {"vertex"})
+        try:
+            api = pool("vertex")
+            names: list[str] = []
+            for i in (0, 1):
+                await deliver(
+                    ctx,
+                    jobs[i : i + 1],
+                    decisions[i : i + 1],
+                    STEPS,
+                    Bar(),
+                    wait=False,
+                    providers=pool,
+                )
+                names += [r.name for r in BatchBook(ctx.store).pending() if r.name not in names]
+            records = {r.name: r for r in BatchBook(ctx.store).pending()}
+            first, second = (records[n] for n in names)
+            seen["states"] = [(await look(ctx, api, r))[0].state for r in (first, second)]
+            seen["second_finish"] = await finish(ctx, api, second, STEPS, Bar())
+            clock.running_s = 0.0  # the first job ends; its slot goes to the second
+            rows = [await finish(ctx, api, r, STEPS, Bar()) for r in (second, first)]
+            seen["done"] = sorted(row.status for done in rows for row in done or [])
+        finally:
+            await ctx.aclose()
+            await pool.aclose()
+        return seen
+
+    seen = asyncio.run(go())
+    assert seen["states"] == ["running", "queued"] and seen["second_finish"] is None
+    assert seen["done"] == ["uploaded", "uploaded"]
+    assert server.state.stats()["batches_created"] == 2
+    assert {b.state for b in server.state.asyncs.batches.values()} == {"SUCCEEDED"}
+
+
 def test_wait_for_polls_a_cancel_through_cancelling(tmp_path: Path, emulator_factory: Any) -> None:
     """Vertex's bare 429 on create is asked again (one job made); past batch.max_wait_s the
     client cancels and keeps polling through CANCELLING: the job ends cancelled in this run

@@ -656,3 +656,52 @@ def _run_parent(params: dict[str, Any]) -> Any:
     run = asyncio.run(go())
     assert run.state.is_completed(), run.state.message
     return run
+
+
+def test_a_ui_started_batch_run_ends_and_collect_batches_finishes_it(
+    two_workers: Server, emulator_factory, tmp_path: Path
+) -> None:
+    """``delivery: batch`` from the UI form: a worker runs the generate deployment, which submits
+    one provider batch, records it and ends while the batch is still pending (no worker waits
+    for it); a run of collect-batches, as its schedule would start one, then finishes every job
+    into the submitting run's manifest. The batch clock stands still (pending 1e9 s) until the
+    generate run has ended, so "ended before the batch" is a fact, not a race."""
+    server = emulator_factory(batch={"pending_s": 1e9, "running_s": 0.0})
+    control = EmulatorControl(server.url)
+    config, out = _emulator_config(
+        tmp_path, server.url, server.settings.project, server.settings.api_keys[0]
+    )
+    prompts = ["a batched quince", "a batched medlar"]
+
+    async def submit() -> Any:
+        params = {"config": config, "prompts": prompts, "delivery": "batch"}
+        (run,) = await _wait_final([await _start("generate-images/generate-dev", params)])
+        return run
+
+    generate = asyncio.run(submit())
+    assert generate.state.is_completed(), generate.state.message
+    (batch,) = server.state.asyncs.batches.values()
+    assert not batch.terminal  # the run ended; the batch still waits at "Google"
+    store = Store(out)
+    run_id = _our_run(store, str(generate.id))
+    assert {r.status for r in read_manifest(store, run_id)} == {"pending_batch"}
+    (pending,) = _artifact_of(str(generate.id), "pending-batches")  # what the UI shows
+    assert pending["jobs"] == 2 and pending["run"] == run_id and pending["expected_usd"] > 0
+
+    server.settings.batch.pending_s = 0.0  # the provider batch ends
+
+    async def collect() -> Any:
+        (run,) = await _wait_final(
+            [await _start("collect-batches/collect-batches", {"config": config})]
+        )
+        return run
+
+    collected = asyncio.run(collect())
+    assert collected.state.is_completed(), collected.state.message
+    rows = read_manifest(store, run_id)
+    assert sorted(r.prompt for r in rows) == sorted(prompts)
+    assert {(r.status, r.delivery) for r in rows} == {("uploaded", "batch")}
+    stats = control.stats()
+    assert stats["batches_created"] == 1
+    assert stats["generation_requests"] == {"aistudio": 0, "vertex": 0}
+    control.close()

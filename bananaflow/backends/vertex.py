@@ -136,7 +136,7 @@ class VertexBackend(HttpBackend):
         return [self._tokens.credentials.token]
 
     def _tier_headers(self, request: ImageRequest) -> dict[str, str]:
-        return wire.vertex_tier_headers(request.delivery)
+        return wire.vertex_tier_headers(request.delivery, request.provisioned_throughput)
 
     def _headers(self, token: str, extra: dict[str, str] | None = None) -> dict[str, str]:
         headers = {**self._json_headers(), **(extra or {})}

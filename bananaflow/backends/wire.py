@@ -222,10 +222,14 @@ def build_generate_body(
     return body
 
 
-def vertex_tier_headers(delivery: str) -> dict[str, str]:
-    """Vertex's pool for a delivery: PayGo only (``shared``), of the flex or priority kind."""
+def vertex_tier_headers(delivery: str, pool: str | None = None) -> dict[str, str]:
+    """Vertex's pool for a call (§5.2). Flex and priority are PayGo kinds (``shared`` plus
+    the kind); ``pool`` is the Provisioned Throughput choice: ``dedicated`` is PT only, whatever
+    the delivery, ``shared`` skips PT, and ``spillover`` (or None) sends no header for online."""
+    if pool == "dedicated":
+        return {VERTEX_REQUEST_TYPE_HEADER: "dedicated"}
     if delivery == "online":
-        return {}
+        return {VERTEX_REQUEST_TYPE_HEADER: "shared"} if pool == "shared" else {}
     return {VERTEX_REQUEST_TYPE_HEADER: "shared", VERTEX_SHARED_REQUEST_TYPE_HEADER: delivery}
 
 

@@ -23,12 +23,14 @@ from bananaflow.generation import (
     EditTurn,
     GeneratedImage,
     ImageRequest,
+    ProvisionedThroughput,
     ReferenceImage,
     SyncDelivery,
 )
 from bananaflow.imagetype import identify
 from bananaflow.ledger import Claim
 from bananaflow.pricing import price_for
+from bananaflow.provisioned import PT_FIELD, billed_price, over_order, pool_fallback, pool_for
 from bananaflow.records import (
     JobStatus,
     MasterRef,
@@ -46,9 +48,10 @@ def _to_request(
     attempt: _Attempt,
     delivery: SyncDelivery,
     encoding: dict[str, Any],
+    pool: ProvisionedThroughput | None,
 ) -> ImageRequest:
     return image_request(
-        job, attempt.wire_model, attempt.references, delivery, encoding, attempt.history
+        job, attempt.wire_model, attempt.references, delivery, encoding, attempt.history, pool
     )
 
 
@@ -151,7 +154,8 @@ async def _pay_for_master(
     ctx: ChainContext, job: ImageJob, decision: RouteDecision, key: str, claim: Claim | None
 ) -> MasterRef:
     """Try the job's model on each backend of its route, then each allowed fallback model;
-    within one try, a shed flex call is bought again by its fallback delivery."""
+    within one try, a shed flex call is bought again by its fallback delivery, and a Vertex
+    call over its Provisioned Throughput order from PayGo when configured."""
     settings = ctx.settings
     decided = decision.delivery.delivery
     if decided == "batch":  # bought by the batch delivery (routing.partition_by_delivery)
@@ -190,17 +194,25 @@ async def _pay_for_master(
             )
         attempt = _Attempt(name, model, wire_model(settings, model, name), references, history)
         delivery: SyncDelivery = decided
+        pool = pool_for(name, settings)
         fell_back: str | None = None
         while True:
             retried: list[str] = []
             try:
-                image = await _generate(ctx, job, decision, attempt, delivery, retried)
+                image = await _generate(ctx, job, decision, attempt, delivery, pool, retried)
             except Shed as err:
                 routes.append(
                     _record(
                         attempt, reason, delivery, err.kind, getattr(err, "attempts", 1), retried
                     )
                 )
+                if pool == "dedicated":  # _generate sheds it only with a PayGo fallback
+                    pool = "shared"
+                    fell_back = reason = (
+                        f"Provisioned Throughput order used up on {name} (HTTP {err.status}) "
+                        f"→ shared PayGo ({PT_FIELD}_fallback)"
+                    )
+                    continue
                 instead = decision.delivery.fallback
                 assert instead is not None  # _generate only sheds with a fallback to go to
                 fell_back = (
@@ -271,18 +283,28 @@ async def _generate(
     decision: RouteDecision,
     attempt: _Attempt,
     delivery: SyncDelivery,
+    pool: ProvisionedThroughput | None,
     retried: list[str],
 ) -> GeneratedImage:
-    """One backend, one delivery, under its retry policy; a shed call with somewhere to fall
-    back to ends at once as :class:`Shed` instead of being retried."""
+    """One backend, one delivery, one pool, under its retry policy; a shed call (flex, or PT
+    only over the order) with somewhere to fall back to ends at once as :class:`Shed` instead
+    of being retried."""
     settings = ctx.settings
     fallback = decision.delivery.fallback if delivery == decision.delivery.delivery else None
+    paygo = pool_fallback(settings, pool)
+
+    def shed(err: BackendError) -> bool:
+        if pool == "dedicated":
+            return paygo is not None and over_order(err, pool)
+        return fallback is not None and is_shed(err, delivery, settings.route)
+
+    encoding = provider_encoding(attempt.backend, settings)
     return await generate_with_retries(
         ctx.backends[attempt.backend],
-        _to_request(job, attempt, delivery, provider_encoding(attempt.backend, settings)),
+        _to_request(job, attempt, delivery, encoding, pool),
         retry_policy(settings.generate.retry, delivery),
         on_retry=lambda err, _n, _wait: retried.append(err.kind),
-        shed=lambda err: fallback is not None and is_shed(err, delivery, settings.route),
+        shed=shed,
     )
 
 
@@ -333,7 +355,7 @@ async def _paid(
     Nano Banana 2 costs), then make the paid bytes durable."""
     image, asked = bought.image, bought.delivery
     billed = billed_delivery(asked, image.service_tier)
-    cost = price_for(ctx.settings, bought.model, job.image_size, billed)
+    cost = billed_price(ctx.settings, bought.model, job.image_size, billed, image.service_tier)
     note = bought.fell_back
     if billed != asked:
         downgrade = (

@@ -18,6 +18,7 @@ from bananaflow.generation import (
     BackendName,
     EditTurn,
     ImageRequest,
+    ProvisionedThroughput,
     ReferenceImage,
     SyncDelivery,
 )
@@ -30,9 +31,11 @@ def image_request(
     delivery: SyncDelivery,
     encoding: dict[str, Any],
     history: list[EditTurn] | None = None,
+    pool: ProvisionedThroughput | None = None,
 ) -> ImageRequest:
     """``model`` is the id the backend knows; ``encoding`` is :func:`provider_encoding`'s;
-    ``history`` is an edit step's earlier exchanges (``chain/conversation.py``)."""
+    ``history`` is an edit step's earlier exchanges (``chain/conversation.py``); ``pool`` the
+    Vertex Provisioned Throughput choice of an online call (``bananaflow.provisioned``)."""
     return ImageRequest(
         prompt=job.prompt,
         aspect_ratio=job.aspect_ratio,
@@ -42,6 +45,7 @@ def image_request(
         reference_images=references,
         history=history or [],
         delivery=delivery,
+        provisioned_throughput=pool,
         **encoding,
     )
 

@@ -90,15 +90,19 @@ async def advance(state: EmulatorState, batch: EmulatedBatch, runner: Runner | N
             end(batch, "CANCELLED", {"code": 1, "message": "CANCELED"})
         return
     age = emulated_age(state, batch)
-    queued = cfg.vertex_queued_s if batch.platform == "vertex" else 0.0
-    if age < queued:
-        batch.state = "QUEUED"
-        return
-    if age < queued + cfg.pending_s:
+    run_age = age
+    if batch.platform == "vertex" and age < cfg.expire_after_s:
+        if batch.started_wall is None:
+            await _start_queued(state, runner)
+        if batch.started_wall is None:
+            batch.state = "QUEUED"
+            return
+        run_age = _scaled(state, time.time() - batch.started_wall)
+    if run_age < cfg.pending_s:
         batch.state = "PENDING"
         return
     batch.state = "RUNNING"
-    if age < queued + cfg.pending_s + cfg.running_s and age < cfg.expire_after_s:
+    if run_age < cfg.pending_s + cfg.running_s and age < cfg.expire_after_s:
         return
     async with batch.lock:
         if batch.terminal:
@@ -109,6 +113,36 @@ async def advance(state: EmulatorState, batch: EmulatedBatch, runner: Runner | N
             end(batch, "FAILED", {"code": 13, "message": "Batch failed: emulated internal error."})
         else:
             await (runner or run_lines)(state, batch)
+
+
+async def _start_queued(state: EmulatorState, runner: Runner | None) -> None:
+    """Start the oldest queued Vertex jobs that fit under ``vertex_max_running_jobs``.
+
+    A Vertex job leaves ``JOB_STATE_QUEUED`` when it has sat ``vertex_queued_s`` and a running
+    job has ended. The running ones are moved along first (the clock is lazy: a job nobody
+    polls would otherwise hold its slot forever); the pending/running clock of a job starts
+    when it leaves the queue.
+    """
+    cfg = state.settings.batch
+    jobs = [b for b in state.asyncs.batches.values() if b.platform == "vertex"]
+    for job in jobs:
+        if job.started_wall is not None:
+            await advance(state, job, runner)
+    running = sum(1 for b in jobs if b.started_wall is not None and not b.terminal)
+    waiting = sorted(
+        (
+            b
+            for b in jobs
+            if b.started_wall is None
+            and b.state != "CANCELLING"
+            and not b.terminal
+            and emulated_age(state, b) >= cfg.vertex_queued_s
+        ),
+        key=lambda b: b.created_wall,
+    )
+    now = time.time()
+    for job in waiting[: max(0, cfg.vertex_max_running_jobs - running)]:
+        job.started_wall = now
 
 
 def end(batch: EmulatedBatch, state: str, error: dict[str, Any] | None = None) -> None:

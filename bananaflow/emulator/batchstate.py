@@ -104,6 +104,7 @@ class EmulatedBatch:
     input_uri: str | None = None  # Vertex: gs://bucket/in.jsonl
     state: str = "PENDING"  # QUEUED | PENDING | RUNNING | CANCELLING | SUCCEEDED | FAILED | ...
     end_wall: float | None = None
+    started_wall: float | None = None  # Vertex: when it left JOB_STATE_QUEUED
     cancel_wall: float | None = None  # Vertex: when cancel was asked (CANCELLING until then)
     forced: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     succeeded: int = 0

@@ -67,7 +67,12 @@ MAX_PAGE_SIZE = 1000
 # Vertex routes a request to a pool by these headers (batch-and-model-tiers.md §5.2).
 REQUEST_TYPE_HEADER = "x-vertex-ai-llm-request-type"
 SHARED_REQUEST_TYPE_HEADER = "x-vertex-ai-llm-shared-request-type"
-TRAFFIC_OF_TIER = {"priority": "ON_DEMAND_PRIORITY", "flex": "ON_DEMAND_FLEX"}
+TRAFFIC_OF_TIER = {
+    "priority": "ON_DEMAND_PRIORITY",
+    "flex": "ON_DEMAND_FLEX",
+    "provisioned": "PROVISIONED_THROUGHPUT",
+}
+PAYGO_TIERS = ("priority", "flex")  # what X-Vertex-AI-LLM-Shared-Request-Type may ask for
 # The Pro model's interim thought image: a composition draft at this fraction of each side
 # (small on purpose: interim images are not billed, and clients must simply skip them).
 DRAFT_SCALE = 4
@@ -408,20 +413,26 @@ def _service_tier(ctx: Ctx, requested: str | None) -> str:
     return requested if requested in tiers else "standard"
 
 
-def _requested_tier(ctx: Ctx, body_tier: str | None) -> str:
+def _requested_tier(ctx: Ctx, body_tier: str | None, *, image: bool = False) -> str:
     """The tier a call asks for and the model offers: the body's ``serviceTier`` (the SDK sends
     it on both platforms) or, on Vertex, the request-type headers, which win.
 
-    ``dedicated`` means Provisioned Throughput only; the emulator has bought none, so every
-    such call is over its order: 429, the documented PT text.
+    Vertex routes an image call to the project's Provisioned Throughput order
+    (``provisioned_images_per_min``) first unless ``shared`` says PayGo only; over the order it
+    spills over to the PayGo tier asked for, except ``dedicated`` (PT only): 429, the documented
+    PT text. Text calls and batch lines have no order.
     """
     requested = body_tier
     if ctx.route.backend == "vertex":
         headers = ctx.request.headers
-        if headers.get(REQUEST_TYPE_HEADER, "").lower() == "dedicated":
+        pool = headers.get(REQUEST_TYPE_HEADER, "").lower()
+        from_order = image and not ctx.batch_line and pool != "shared"
+        if from_order and ctx.state.provisioned.take():
+            return "provisioned"
+        if pool == "dedicated":
             raise msg.provisioned_throughput_exceeded()
         shared = headers.get(SHARED_REQUEST_TYPE_HEADER, "").lower()
-        if shared in TRAFFIC_OF_TIER:
+        if shared in PAYGO_TIERS:
             requested = shared
     return _service_tier(ctx, requested)
 
@@ -717,7 +728,7 @@ async def image_answer(
         entry["seed"] = req.seed
     if len(req.roles) > 1:  # a conversation (edit steps): what it carried, for tests to read
         entry.update(roles=list(req.roles), signatures=list(req.signatures))
-    tier = _requested_tier(ctx, req.service_tier)
+    tier = _requested_tier(ctx, req.service_tier, image=True)
     forced = await _take_fault(ctx, "image", tier)
     if forced is None:
         _admit(ctx)
@@ -737,6 +748,8 @@ async def image_answer(
         if forced.fault == "priority_downgrade":
             tier = "standard"
     entry["service_tier"] = tier
+    if ctx.route.backend == "vertex" and not ctx.batch_line:
+        ctx.state.traffic_types[_traffic_type(ctx, tier)] += 1
     seed = f"{req.prompt}\x00{req.aspect_ratio}\x00{req.image_size}\x00{ctx.route.backend}"
     if req.seed is not None:
         seed += f"\x00{req.seed}"

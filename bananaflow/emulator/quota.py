@@ -70,3 +70,32 @@ class BackendQuota:
 
     def release(self) -> None:
         self.active = max(0, self.active - 1)
+
+
+class ProvisionedOrder:
+    """Vertex Provisioned Throughput bought by the project: images per emulated minute.
+
+    A sliding window of the images PT served, like the per-minute quota. At ``time_scale == 0``
+    there is no time, so the order never refills: it is a fixed number of images until
+    ``reset()``, which lets a test count exactly which calls PT served.
+    """
+
+    def __init__(self, images_per_min: int, time_scale: float):
+        self.images_per_min = images_per_min
+        self.time_scale = time_scale
+        self._served: deque[float] = deque()
+
+    def reset(self) -> None:
+        self._served.clear()
+
+    def take(self, now: float | None = None) -> bool:
+        """Serve one image from the order if any is left this minute."""
+        if self.images_per_min <= 0:
+            return False
+        now = time.monotonic() if now is None else now
+        if self.time_scale > 0:
+            BackendQuota._expire(self._served, MINUTE_S * self.time_scale, now)
+        if len(self._served) >= self.images_per_min:
+            return False
+        self._served.append(now)
+        return True

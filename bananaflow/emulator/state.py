@@ -17,7 +17,7 @@ from bananaflow.emulator.auth import TokenStore
 from bananaflow.emulator.batchstate import AsyncStore
 from bananaflow.emulator.faults import ALL_FAULTS, TIER, FaultQueue
 from bananaflow.emulator.imagegen import RenderCache
-from bananaflow.emulator.quota import BackendQuota
+from bananaflow.emulator.quota import BackendQuota, ProvisionedOrder
 
 BACKENDS = ("aistudio", "vertex")
 LOG_LIMIT = 20_000  # the request log is for tests and debugging, not an unbounded archive
@@ -66,6 +66,10 @@ class EmulatorState:
             for b in BACKENDS
             if b in settings.profiles
         }
+        vertex = settings.profiles.get("vertex")
+        self.provisioned = ProvisionedOrder(
+            vertex.provisioned_images_per_min if vertex is not None else 0, settings.time_scale
+        )
         self._new_counters()
 
     def _new_counters(self) -> None:
@@ -74,13 +78,15 @@ class EmulatorState:
         self.in_flight: Counter[str] = Counter({b: 0 for b in BACKENDS})
         self.peak_in_flight: Counter[str] = Counter({b: 0 for b in BACKENDS})
         self.faults_applied: Counter[str] = Counter()
+        # Vertex image answers per billing pool (usageMetadata.trafficType): PT vs on-demand.
+        self.traffic_types: Counter[str] = Counter()
         self.log: deque[dict[str, Any]] = deque(maxlen=LOG_LIMIT)
         self.tokens_at_reset = self.tokens.issued
         self.renders_at_reset = self.cache.renders
         self.hits_at_reset = self.cache.hits
 
     def reset(self) -> None:
-        """Forget counters, log, queued faults and quota windows; keep tokens and the cache.
+        """Forget counters, log, queued faults, quota and PT windows; keep tokens and the cache.
 
         The RNG is re-seeded so a test after ``reset()`` sees the same random faults as a fresh
         server would.
@@ -89,6 +95,7 @@ class EmulatorState:
         self.asyncs.creates = 0
         for q in self.quotas.values():
             q.reset()
+        self.provisioned.reset()
         self.rng = random.Random(self.settings.seed)
         self._new_counters()
 
@@ -161,6 +168,7 @@ class EmulatorState:
             "tokens_issued_total": self.tokens.issued,
             "requests_logged": len(self.log),
             "faults_applied": dict(self.faults_applied),
+            "traffic_types": dict(self.traffic_types),
             "faults_pending": self.faults.pending(),
             "images_rendered": self.cache.renders - self.renders_at_reset,
             "image_cache_hits": self.cache.hits - self.hits_at_reset,

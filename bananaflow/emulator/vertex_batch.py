@@ -6,8 +6,9 @@ directly, so the embedded emulator works with a local store): the input JSONL is
 job is created, and the answers are written to
 ``<outputUriPrefix>/prediction-model-<create time>/predictions.jsonl`` with Vertex's line shape
 (``status`` "" or "Bad Request: {…}", ``processed_time``, the echoed ``request``,
-``response``; batch-and-model-tiers.md §3.4). States are ``JOB_STATE_*``: a new job may sit
-``QUEUED`` (``vertex_queued_s``) before ``PENDING``, a cancel passes through ``CANCELLING``
+``response``; batch-and-model-tiers.md §3.4). States are ``JOB_STATE_*``: a new job sits
+``QUEUED`` while ``vertex_max_running_jobs`` jobs are unfinished (and at least
+``vertex_queued_s``) before ``PENDING``, a cancel passes through ``CANCELLING``
 (``vertex_cancelling_s``) to ``CANCELLED``, and some failed lines end the job
 ``JOB_STATE_PARTIALLY_SUCCEEDED``. Lines are answered by the same pipeline as
 online calls (``batches.answer_lines``).
@@ -183,7 +184,7 @@ def job_json(batch: EmulatedBatch) -> dict[str, Any]:
         "modelVersionId": "1",
     }
     if batch.state not in ("QUEUED", "PENDING"):
-        out["startTime"] = rfc3339(batch.created_wall)
+        out["startTime"] = rfc3339(batch.started_wall or batch.created_wall)
     if batch.terminal:
         out["endTime"] = rfc3339(batch.end_wall or batch.created_wall)
         stats = {"successfulCount": str(batch.succeeded)}
@@ -257,7 +258,7 @@ async def collection(request: Request) -> Response:
         )
         state.asyncs.batches[batch.name] = batch
         state.asyncs.creates += 1
-        await advance(state, batch, run_lines)  # QUEUED first when vertex_queued_s says so
+        await advance(state, batch, run_lines)  # QUEUED while the running slots are full
         return json_response(job_json(batch))
 
     async def listing() -> Response:
