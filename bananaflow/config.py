@@ -181,6 +181,14 @@ class VertexSettings(_Model):
             "is 0; the default keeps the list price, so a budget is never too low."
         ),
     )
+    reference_staging: str | None = Field(
+        None,
+        pattern=r"^gs://[^/]+",
+        description=(
+            "gs:// prefix local references above references.upload_above_bytes are copied to "
+            "once (named by content hash) and sent from as fileData; None sends them inline."
+        ),
+    )
 
     def endpoint(self) -> str:
         if self.base_url:
@@ -445,6 +453,13 @@ class QualityPreset(_Model):
     model: str | None = None
     image_size: ImageSize | None = None
     backend: BackendName | None = None
+    delivery: Delivery | None = Field(
+        None,
+        description=(
+            "How its images are bought; a prompt's own delivery and the run's --delivery win, "
+            "generate.delivery applies when unset."
+        ),
+    )
     description: str = ""
 
 
@@ -486,6 +501,7 @@ class GenerateSettings(_Model):
     def _over_shipped_presets(cls, v: Any) -> Any:
         # A config (or a run's --size) changing one field of `final` keeps the rest of it.
         return _over_shipped(v, _default_quality_presets())
+
     delivery: Delivery = Field(
         "online", description="How images are bought: online, flex, priority or batch."
     )
@@ -586,6 +602,19 @@ class StorageSettings(_Model):
     )
 
 
+class ReferencesSettings(_Model):
+    """How reference images travel: inline bytes per request, or uploaded once and named."""
+
+    upload_above_bytes: int = Field(
+        1024 * 1024,
+        ge=0,
+        description=(
+            "References larger than this are uploaded once and reused by every job (AI Studio: "
+            "the Files API; Vertex: backends.vertex.reference_staging) instead of inlined."
+        ),
+    )
+
+
 class LimitsSettings(_Model):
     """Where per-backend quotas are enforced.
 
@@ -665,6 +694,7 @@ class Settings(_Model):
     compress: CompressSettings = Field(default_factory=CompressSettings)
     upload: UploadSettings = Field(default_factory=UploadSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    references: ReferencesSettings = Field(default_factory=ReferencesSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
     models: dict[str, ModelTier] = Field(

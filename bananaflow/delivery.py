@@ -2,7 +2,8 @@
 
 Delivery is decided per job like the backend (``bananaflow.routing``) and recorded with its
 reason: the most specific intent wins (the job's own ``delivery``, then the run's override,
-then ``generate.delivery``). It never changes what is rendered, so it is no part of a job's id.
+then its quality preset's ``delivery``, then ``generate.delivery``): an explicit run flag beats
+the preset, as ``--size`` does. It never changes what is rendered, so it is no part of a job's id.
 
 Google does not always sell what was asked: a priority call over its limit is served, and
 billed, as standard (``x-gemini-service-tier: standard``), and a flex call may be shed. The
@@ -53,11 +54,17 @@ def resolve_delivery(
     settings: RouteSettings,
     override: Delivery | None = None,
 ) -> DeliveryDecision:
-    """Job > run override > ``generate.delivery`` (``default``), plus the configured fallback."""
+    """Job > run override > quality preset > ``generate.delivery`` (``default``), plus the
+    configured fallback."""
     if job.delivery is not None:
         delivery, why = job.delivery, f"job → {job.delivery} (delivery in the prompt)"
     elif override is not None:
         delivery, why = override, f"run override → {override}"
+    elif job.preset_delivery is not None:
+        delivery = job.preset_delivery
+        why = (
+            f"quality {job.quality} → {delivery} (generate.quality_presets.{job.quality}.delivery)"
+        )
     else:
         delivery, why = default, f"config → {default} (generate.delivery)"
     fallback = settings.delivery_fallback.get(delivery)

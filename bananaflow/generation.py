@@ -18,7 +18,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 AspectRatio = Literal[
     "1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9",
@@ -144,12 +144,20 @@ def is_blank_text(text: str) -> bool:
 
 
 class ReferenceImage(BaseModel):
-    """An input image sent inline with the prompt (edits, style references)."""
+    """An input image sent with the prompt (edits, style references): inline bytes, or a file
+    the backend reads itself (``fileData``: an AI Studio Files API uri, a Vertex ``gs://``)."""
 
     model_config = ConfigDict(extra="forbid")
 
     mime_type: ReferenceMime
-    data: bytes = Field(repr=False)
+    data: bytes = Field(b"", repr=False)
+    file_uri: str | None = None
+
+    @model_validator(mode="after")
+    def _bytes_or_file(self) -> ReferenceImage:
+        if bool(self.data) == bool(self.file_uri):
+            raise ValueError("a reference image is either inline data or a file_uri")
+        return self
 
 
 class ModelTurn(BaseModel):

@@ -109,11 +109,13 @@ def check_jobs(
                     "(sizes, aspect_ratios) to the config",
                 )
             if job.edit is not None and decision.delivery.delivery == "batch":
+                why = decision.delivery.reason.split(";")[0]
                 raise InputError(
                     "delivery",
-                    f"{label}: edit chain {job.edit.chain_id} cannot be bought by batch (each "
-                    "step needs the image of the step before it)",
-                    fix="give edits delivery online, flex or priority",
+                    f"{label}: edit chain {job.edit.chain_id} cannot be bought by batch ({why}; "
+                    "each step needs the image of the step before it)",
+                    fix="give edits delivery online, flex or priority (in the prompt, --delivery "
+                    "or another quality)",
                 )
             problem = job_problem(job, model, tier)
             if problem is not None:

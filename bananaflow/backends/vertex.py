@@ -77,11 +77,23 @@ class VertexBackend(HttpBackend):
     def check_request(self, request: ImageRequest) -> None:
         super().check_request(request)
         for i, ref in enumerate(request.reference_images):
-            if len(ref.data) > MAX_INLINE_IMAGE_BYTES:
+            if len(ref.data) > MAX_INLINE_IMAGE_BYTES:  # a file reference has no inline bytes
                 raise InputError(
                     f"reference_images[{i}]",
                     f"{len(ref.data) / 1e6:.1f} MB is over Vertex's 7 MB inline image limit",
-                    fix="downscale or recompress the reference image",
+                    fix="downscale or recompress the reference image, or send it as a file "
+                    "(references.upload_above_bytes with backends.vertex.reference_staging)",
+                )
+        # An edit step sends the image of every step before it back inline, under the same
+        # limit (a signed model turn cannot be swapped for a file).
+        for k, turn in enumerate(request.history):
+            if len(turn.image.data) > MAX_INLINE_IMAGE_BYTES:
+                raise InputError(
+                    f"history[{k}].image",
+                    f"edit step {k + 1}'s image, sent back inline, is "
+                    f"{len(turn.image.data) / 1e6:.1f} MB, over Vertex's 7 MB inline image limit",
+                    fix="give the chain a smaller image_size, or JPEG masters "
+                    "(compress.format jpeg with compress.provider_jpeg)",
                 )
 
     async def upscale(self, data: bytes, mime_type: str, factor: int) -> UpscaledImage:

@@ -39,6 +39,7 @@ from bananaflow.generation import (
     EditTurn,
     GeneratedImage,
     ImageRequest,
+    ReferenceImage,
     UpscaledImage,
     Usage,
     size_problem,
@@ -168,13 +169,18 @@ def model_turn(turn: EditTurn) -> dict[str, Any]:
     return {"role": "model", "parts": parts}
 
 
+def reference_part(ref: ReferenceImage) -> dict[str, Any]:
+    """Inline bytes, or a file the backend reads itself: ``fileData`` in camelCase (Vertex is
+    reported to drop a snake_case ``file_data`` part, google-image-apis.md §1.2)."""
+    if ref.file_uri is not None:
+        return {"fileData": {"mimeType": ref.mime_type, "fileUri": ref.file_uri}}
+    return {"inlineData": {"mimeType": ref.mime_type, "data": b64encode(ref.data)}}
+
+
 def _contents(request: ImageRequest) -> list[dict[str, Any]]:
     """The conversation: the reference images open the first user turn, each earlier answer
     follows its instruction, and the newest instruction ends it (one turn without history)."""
-    references: list[dict[str, Any]] = [
-        {"inlineData": {"mimeType": ref.mime_type, "data": b64encode(ref.data)}}
-        for ref in request.reference_images
-    ]
+    references = [reference_part(ref) for ref in request.reference_images]
     contents: list[dict[str, Any]] = []
     for turn in request.history:
         contents.append(user_turn([*references, {"text": turn.instruction}]))

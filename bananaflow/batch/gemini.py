@@ -82,6 +82,13 @@ class GeminiBatches:
 
     async def upload(self, data: bytes, display_name: str, mime_type: str) -> str:
         """Resumable upload (start, then upload+finalize); returns ``files/<id>``."""
+        name = (await self.upload_file(data, display_name, mime_type)).get("name")
+        if not isinstance(name, str):
+            raise MalformedResponse("upload answer has no file name", backend="aistudio")
+        return name
+
+    async def upload_file(self, data: bytes, display_name: str, mime_type: str) -> dict[str, Any]:
+        """Resumable upload (start, then upload+finalize); returns the File resource."""
         start = await self._client.post(
             f"{self._root}/upload/{VERSION}/files",
             headers=self._headers(
@@ -103,10 +110,17 @@ class GeminiBatches:
             headers={"x-goog-upload-command": "upload, finalize", "x-goog-upload-offset": "0"},
             content=data,
         )
-        name = self._json(done).get("file", {}).get("name")
-        if not isinstance(name, str):
-            raise MalformedResponse("upload answer has no file name", backend="aistudio")
-        return name
+        file = self._json(done).get("file")
+        if not isinstance(file, dict):
+            raise MalformedResponse("upload answer has no file", backend="aistudio")
+        return file
+
+    async def file(self, name: str) -> dict[str, Any] | None:
+        """The File resource, or None when it is gone (expired, deleted: 403 or 404)."""
+        r = await self._client.get(f"{self._root}/{VERSION}/{name}", headers=self._headers())
+        if r.status_code in (403, 404):
+            return None
+        return self._json(r)
 
     async def download(self, file_name: str, dest: Path) -> None:
         """The file's bytes streamed to ``dest`` in chunks (a responses file may be GBs)."""

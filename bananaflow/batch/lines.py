@@ -1,7 +1,8 @@
 """A job as a batch request line, and a batch's answers matched back to jobs by key.
 
 A line is built by the online request builder (``chain.request``): reference images travel
-inline (``inlineData``, in the AI Studio JSONL as in Vertex's), Vertex lines ask for the JPEG
+inline (``inlineData``), or by file above ``references.upload_above_bytes`` (``fileData``,
+``chain.uploads``), in the AI Studio JSONL as in Vertex's; Vertex lines ask for the JPEG
 the compress step wants (``imageOutputOptions``), exactly as an online call would.
 
 Answers are matched by key, never by position: Gemini file output carries the top-level
@@ -71,12 +72,16 @@ def request_line(
 
 def _pruned(value: Any) -> Any:
     """Canonical form of an echoed request: no nulls (Vertex echoes ``"fileData": null``), and
-    no inline reference images (megabytes to hash, and the job's seed already tells two jobs
-    that differ only by their references apart)."""
+    no reference images, inline or by file (megabytes to hash, and the job's seed already
+    tells two jobs that differ only by their references apart)."""
     if isinstance(value, dict):
         return {k: _pruned(v) for k, v in sorted(value.items()) if v is not None and k != "labels"}
     if isinstance(value, list):
-        return [_pruned(v) for v in value if not (isinstance(v, dict) and "inlineData" in v)]
+        return [
+            _pruned(v)
+            for v in value
+            if not (isinstance(v, dict) and ("inlineData" in v or v.get("fileData")))
+        ]
     return value
 
 

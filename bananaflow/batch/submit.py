@@ -78,8 +78,10 @@ async def _send(
     settings = ctx.settings
     try:
         lines = []
-        for job, _, _ in members:  # references read (and checked) now, sent inline
-            references = await asyncio.to_thread(reference_images, settings, job)
+        for job, _, _ in members:  # references read (and checked) now, large ones uploaded
+            references = await ctx.uploads.sent(
+                backend, job, await asyncio.to_thread(reference_images, settings, job)
+            )
             lines.append(request_line(job, model, backend, settings, references))
         display = f"bananaflow-{ctx.run_id}-{model}"[:128]
         inline = len(members) <= settings.batch.inline_max_jobs

@@ -13,6 +13,7 @@ so a crash at any point costs at most the request that was in flight.
 - ``objects``: where a stored object goes and what metadata it carries;
 - ``generate``: claim, pay once, keep the master durable;
 - ``conversation``: an edit step's earlier turns (images and signatures), from the ledger;
+- ``uploads``: large references uploaded once and named by file (``fileData``);
 - ``derive``: upscale, compress and upload the derivative;
 - ``rows``: the one place a manifest row is built;
 - ``failure``: how a job ends without an image.

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bananaflow.backends import create_backend
 from bananaflow.backends.base import ImageBackend
+from bananaflow.chain.uploads import ReferenceUploads
 from bananaflow.config import Settings
 from bananaflow.errors import InputError
 from bananaflow.generation import BackendName, Delivery
@@ -43,6 +44,7 @@ class ChainContext:
         work_dir: Path,
         reuse: bool = True,
         owns_work_dir: bool = True,
+        uploads: ReferenceUploads | None = None,
     ):
         self.settings = settings
         self.run_id = run_id
@@ -55,6 +57,7 @@ class ChainContext:
         self.work_dir = work_dir
         self.reuse = reuse  # False: render even when the ledger has it (compare measures)
         self.reserved: dict[str, float] = {}  # job id -> budget held for it
+        self.uploads = uploads or ReferenceUploads(settings, store)
         self._owns_work_dir = owns_work_dir
 
     def __repr__(self) -> str:
@@ -63,6 +66,7 @@ class ChainContext:
     async def aclose(self) -> None:
         for backend in self.backends.values():
             await backend.aclose()
+        await self.uploads.aclose()
         if self._owns_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 

@@ -192,7 +192,14 @@ async def _pay_for_master(
                 f"model fallback {tries[0][1]} → {model} after {routes[-1].outcome} "
                 f"(models.{tries[0][1]}.fallback)"
             )
-        attempt = _Attempt(name, model, wire_model(settings, model, name), references, history)
+        try:
+            sent = await ctx.uploads.sent(name, job, references)
+        except (BackendError, InputError) as err:  # a reference upload failed: nothing paid
+            _give_back(ctx, job)
+            raise JobFailed(
+                "failed", f"reference upload: {err}", kind=type(err).__name__, routes=routes
+            ) from err
+        attempt = _Attempt(name, model, wire_model(settings, model, name), sent, history)
         delivery: SyncDelivery = decided
         pool = pool_for(name, settings)
         fell_back: str | None = None

@@ -1,8 +1,9 @@
 """What one image asks Google for: the ``ImageRequest`` of a job, online or in a batch line.
 
 One builder for both ways of buying, so a batch line asks for exactly what an online call
-would: the job's prompt, ratio, size and seed, its reference images (inline bytes, loaded and
-checked against their recorded hash), and on Vertex the JPEG the compress step wants
+would: the job's prompt, ratio, size and seed, its reference images (bytes loaded and checked
+against their recorded hash; large ones then sent by file, ``chain.uploads``), and on Vertex the
+JPEG the compress step wants
 (``imageOutputOptions``). Only the delivery differs: a batch line carries none (the batch is
 the tier).
 """

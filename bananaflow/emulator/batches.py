@@ -31,6 +31,7 @@ from bananaflow.emulator import messages as msg
 from bananaflow.emulator.asynccall import logged_call, state_of
 from bananaflow.emulator.batchstate import BatchLine, EmulatedBatch, StoredFile, rfc3339
 from bananaflow.emulator.catalog import model_kind
+from bananaflow.emulator.filedata import fetch_files
 from bananaflow.emulator.files_api import (
     camel_or_snake,
     check_key,
@@ -177,7 +178,10 @@ async def render_line(state: EmulatorState, route: Route, body: Any) -> tuple[An
     try:
         if not isinstance(body, dict):
             raise msg.bad_request("Each batch line needs a 'request' object.")
-        answer, _forced, outcome, _tier = await image_answer(ctx, parse_generate(route, body))
+        files = await fetch_files(state, route, body)
+        answer, _forced, outcome, _tier = await image_answer(
+            ctx, parse_generate(route, body, files)
+        )
         state.decide(call, 200, outcome)
         return answer, None
     except msg.ApiError as err:

@@ -146,6 +146,7 @@ class AsyncStore:
     uploads: dict[str, UploadSession] = field(default_factory=dict)
     batches: dict[str, EmulatedBatch] = field(default_factory=dict)
     creates: int = 0  # batch creations accepted (tests count them: never twice)
+    uploaded: int = 0  # files uploaded (tests count them: a reference once)
     path: Path | None = None
 
     @classmethod

@@ -187,6 +187,7 @@ async def _chunk(request: Request, command: set[str]) -> Response:
         data=bytes(session.received),
         source="UPLOADED",
     )
+    store.uploaded += 1
     version = request.path_params["version"]
     return json_response(
         {"file": f.resource(base_url(request), version)}, {"x-goog-upload-status": "final"}

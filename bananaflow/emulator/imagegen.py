@@ -162,7 +162,7 @@ def _draw_prompt(img: Image.Image, prompt: str) -> None:
 
 def _thumbnail(data: bytes, box: int) -> Image.Image:
     """A reference image shrunk into a ``box`` square, or a crossed-out tile when unreadable
-    (tests send placeholder bytes; the emulator cannot fetch ``fileData`` URIs)."""
+    (tests send placeholder bytes; a ``gs://`` file without ``emulator.batch.gcs_endpoint``)."""
     tile = Image.new("RGB", (box, box), (60, 60, 60))
     try:
         with Image.open(io.BytesIO(data)) as src:

@@ -47,6 +47,7 @@ from bananaflow.emulator.catalog import (
     output_tokens,
     thinks,
 )
+from bananaflow.emulator.filedata import fetch_files
 from bananaflow.emulator.imagegen import FORMAT_OF_MIME, ImageSpec, probe, render, upscale
 from bananaflow.emulator.routing import NoRoute, Route, parse
 from bananaflow.emulator.state import Call, EmulatorState
@@ -219,10 +220,11 @@ async def _handle(ctx: Ctx) -> Response:
     body = await _json_body(ctx.request)
     if ctx.route.operation == "countTokens":
         return _count_tokens(ctx, body)
+    files = await fetch_files(ctx.state, ctx.route, body)
     if ctx.kind == "image":
-        return await _generate_image(ctx, parse_generate(ctx.route, body))
+        return await _generate_image(ctx, parse_generate(ctx.route, body, files))
     if ctx.kind == "text":
-        return await _generate_text(ctx, parse_generate(ctx.route, body))
+        return await _generate_text(ctx, parse_generate(ctx.route, body, files))
     return await _upscale(ctx, body)
 
 
@@ -728,6 +730,8 @@ async def image_answer(
         entry["seed"] = req.seed
     if len(req.roles) > 1:  # a conversation (edit steps): what it carried, for tests to read
         entry.update(roles=list(req.roles), signatures=list(req.signatures))
+    if req.file_uris:  # references sent by file, not inline
+        entry["file_uris"] = list(req.file_uris)
     tier = _requested_tier(ctx, req.service_tier, image=True)
     forced = await _take_fault(ctx, "image", tier)
     if forced is None:

@@ -93,6 +93,7 @@ class EmulatorState:
         """
         self.faults.clear()
         self.asyncs.creates = 0
+        self.asyncs.uploaded = 0
         for q in self.quotas.values():
             q.reset()
         self.provisioned.reset()
@@ -174,6 +175,7 @@ class EmulatorState:
             "image_cache_hits": self.cache.hits - self.hits_at_reset,
             "quota_active": {b: q.active for b, q in self.quotas.items()},
             "batches_created": self.asyncs.creates,
+            "files_uploaded": self.asyncs.uploaded,
         }
 
     def requests(self) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ import base64
 import binascii
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -246,6 +247,8 @@ class GenerateRequest:
     # model turns' images came back with, for the request log (tests read them there).
     roles: tuple[str, ...] = field(default=(), compare=False)
     signatures: tuple[str, ...] = field(default=(), compare=False)
+    # The ``fileData`` uris of the images, for the request log (tests read them there).
+    file_uris: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def user_turns(self) -> int:
@@ -262,6 +265,9 @@ class _Contents:
     digest: Any = field(default_factory=hashlib.sha256)
     roles: list[str] = field(default_factory=list)
     signatures: list[str] = field(default_factory=list)
+    # ``fileData`` uris already fetched (``filedata.fetch_files``): their bytes are drawn.
+    files: Mapping[str, bytes] = field(default_factory=dict)
+    file_uris: list[str] = field(default_factory=list)
 
 
 def _check_role(route: Route, role: Any) -> None:
@@ -305,8 +311,13 @@ def _check_part(route: Route, part: Any, where: str, acc: _Contents) -> tuple[st
     if "fileData" in f and not thought:
         fd = fields(f["fileData"], frozenset(_FILE_DATA), f"{where}.file_data")
         if str(fd.get("mimeType", "")).startswith("image/"):
-            acc.digest.update(str(fd.get("fileUri", "")).encode())
-            acc.images.append(b"")  # acknowledged, but the emulator cannot fetch it
+            uri = str(fd.get("fileUri", ""))
+            data = acc.files.get(uri)
+            # The same picture by file or inline is the same request; a uri the emulator
+            # cannot fetch (gs:// without a GCS endpoint) is acknowledged without its pixels.
+            acc.digest.update(data if data is not None else uri.encode())
+            acc.images.append(data or b"")
+            acc.file_uris.append(uri)
         return "", False
     text = f.get("text")
     if text is not None and not isinstance(text, str):
@@ -316,7 +327,9 @@ def _check_part(route: Route, part: Any, where: str, acc: _Contents) -> tuple[st
     return "", False
 
 
-def _parse_contents(route: Route, contents: Any, *, signed: bool) -> _Contents:
+def _parse_contents(
+    route: Route, contents: Any, *, signed: bool, files: Mapping[str, bytes] | None = None
+) -> _Contents:
     """Validate turns; collect the last user turn's text and every text and image.
 
     ``signed``: the model validates thought signatures (Gemini 3), so a model turn's image
@@ -326,7 +339,7 @@ def _parse_contents(route: Route, contents: Any, *, signed: bool) -> _Contents:
         raise msg.bad_request(msg.MSG_NO_CONTENTS)
     if not isinstance(contents, list):
         raise msg.invalid_json("Invalid value at 'contents': expected a list.")
-    acc = _Contents()
+    acc = _Contents(files=files or {})
     for i, content in enumerate(contents):
         where = f"contents[{i}]"
         c = fields(content, CONTENT_FIELDS, where)
@@ -548,11 +561,15 @@ def _text_tokens(texts: list[str]) -> int:
     return count_tokens(" ".join(texts)) if texts else 0
 
 
-def parse_generate(route: Route, body: Any) -> GenerateRequest:
-    """Validate a generateContent body for this route; raise ``ApiError`` like Google would."""
+def parse_generate(
+    route: Route, body: Any, files: Mapping[str, bytes] | None = None
+) -> GenerateRequest:
+    """Validate a generateContent body for this route; raise ``ApiError`` like Google would.
+
+    ``files``: the bytes of its ``fileData`` uris, fetched beforehand (``filedata``)."""
     reject_unknown(body, GENERATE_SCHEMA[route.backend])
     top = fields(body, TOP_FIELDS[route.backend], "")
-    acc = _parse_contents(route, top.get("contents"), signed=_signs(route))
+    acc = _parse_contents(route, top.get("contents"), signed=_signs(route), files=files)
     texts = list(acc.texts)
     if top.get("systemInstruction") is not None:
         texts.extend(_system_texts(top["systemInstruction"]))
@@ -571,6 +588,7 @@ def parse_generate(route: Route, body: Any) -> GenerateRequest:
         text_tokens=_text_tokens(texts),
         roles=tuple(acc.roles),
         signatures=tuple(acc.signatures),
+        file_uris=tuple(acc.file_uris),
         **options,
     )
 

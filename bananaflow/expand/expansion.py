@@ -219,6 +219,7 @@ def expand(
                             quality=quality,
                             references=references,
                             delivery=spec.delivery,
+                            preset_delivery=preset.delivery,
                         )
                     )
     return jobs
@@ -296,6 +297,7 @@ def _edit_chains(
                         quality=quality,
                         references=references,
                         delivery=spec.delivery,
+                        preset_delivery=preset.delivery,
                         edit=EditStep(
                             chain_id=ids[-1],
                             step=k + 1,

@@ -156,6 +156,13 @@ class ImageJob(BaseModel):
     delivery: Delivery | None = Field(
         None, description="The spec's delivery, if it named one; not part of the job id."
     )
+    preset_delivery: Delivery | None = Field(
+        None,
+        description=(
+            "Its quality preset's delivery: below the run's --delivery, above generate.delivery; "
+            "not part of the job id."
+        ),
+    )
     rewritten: bool = False
     quality: str | None = None
     references: list[ReferenceRef] = Field(default_factory=list)

@@ -22,8 +22,18 @@ MIN_PREFIX = 6  # contact sheets label images with 8 characters of the job id
 
 
 def candidates(rows: list[ManifestRow]) -> list[ManifestRow]:
-    """Only finished dev images can be approved: a failed or refused job has nothing to look at."""
-    return [r for r in rows if r.status == "uploaded"]
+    """Only finished dev images can be approved: a failed or refused job has nothing to look at,
+    and an edit step is refused (:func:`edit_step_problem`)."""
+    return [r for r in rows if r.status == "uploaded" and r.edit is None]
+
+
+def edit_step_problem(row: ManifestRow) -> str | None:
+    """Why an edit step is not promoted: its prod render would need every earlier step of the
+    chain paid on the prod backend and model (the conversation is sent back signed), which a
+    promotion of one image does not buy; rendering the chain's batch with the prod config does."""
+    if row.edit is None:
+        return None
+    return f"{row.job_id} (step {row.edit.step} of edit chain {row.edit.chain_id})"
 
 
 def select(
@@ -50,12 +60,15 @@ def select(
     chosen: list[ManifestRow] = []
     unknown: list[str] = []
     not_done: list[str] = []
+    edits: list[str] = []
     for wanted in job_ids:
         row = by_id.get(wanted) or _by_prefix(rows, wanted)
         if row is None:
             unknown.append(wanted)
         elif row.status != "uploaded":
             not_done.append(f"{row.job_id} ({row.status})")
+        elif (problem := edit_step_problem(row)) is not None:
+            edits.append(problem)
         elif row not in chosen:
             chosen.append(row)
     if unknown:
@@ -70,6 +83,13 @@ def select(
             "job_ids",
             f"only uploaded dev images can be promoted; {', '.join(not_done)}",
             fix="re-run the dev batch for those jobs, or leave them out",
+        )
+    if edits:
+        raise InputError(
+            "job_ids",
+            f"an edit step cannot be promoted on its own: {', '.join(edits)}",
+            fix="render the chain's batch with the prod config (bananaflow generate --config "
+            "prod --batch ...), or leave them out",
         )
     return chosen
 
