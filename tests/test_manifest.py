@@ -169,3 +169,33 @@ def master_ref(store: Store) -> MasterRef:
         model="gemini-3-pro-image",
         estimated_usd=0.134,
     )
+
+
+def test_close_writes_what_read_manifest_returns_a_chunk_of_rows_at_a_time(
+    store_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closed twice, with rows that replace, rows that arrive out of start order and (on
+    object stores) more row objects than one fetch reads: the file is exactly the rows
+    ``read_manifest`` gave before the close, one line per job, in its order."""
+    import bananaflow.manifest as manifest
+
+    monkeypatch.setattr(manifest, "_FETCH", 2)  # chunk boundaries with a handful of rows
+    store = store_factory()
+    writer = ManifestWriter(store, RUN)
+    for job, started in (("c", "2026-11-30T00:00:03Z"), ("a", "2026-11-30T00:00:01Z")):
+        writer.append(row(job, status="failed", started_at=started))
+    writer.close()
+    writer = ManifestWriter(store_factory(), RUN)
+    writer.append(row("a", started_at="2026-11-30T00:00:01Z", attempts=2))  # replaces a
+    for job, started in (("e", "2026-11-30T00:00:09Z"), ("b", "2026-11-30T00:00:02Z")):
+        writer.append(row(job, started_at=started))
+    writer.append(row("d", started_at="2026-11-30T00:00:02Z"))
+    expected = [r.model_dump_json() for r in read_manifest(store_factory(), RUN)]
+    uri = writer.close()
+    lines = store_factory().read_text(writer.path).splitlines()
+    assert lines == expected and uri == store.uri(writer.path)
+    jobs = [json.loads(line)["job_id"] for line in lines]
+    assert set(jobs[:2]) == {"a", "c"}  # the first close's jobs keep their places
+    # then the new jobs: as appended (a local file), or as they started (row objects)
+    assert jobs[2:] == (["e", "b", "d"] if store.can_append else ["b", "d", "e"])
+    assert json.loads(lines[jobs.index("a")])["attempts"] == 2
