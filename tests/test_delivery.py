@@ -17,6 +17,7 @@ import google.auth.credentials
 import httpx
 import pytest
 from fixtures.emulator import EmulatorHandle, emulator_test_settings
+from fixtures.pipeline import emulator_backends
 
 from bananaflow.backends import create_backend
 from bananaflow.backends.wire import build_generate_body, vertex_tier_headers
@@ -365,16 +366,7 @@ async def test_tiers_travel_over_a_real_socket(
     emu: EmulatorHandle, api_key: str, service_account_file: Path
 ) -> None:
     settings = Settings.model_validate(
-        {
-            "backends": {
-                "aistudio": {"base_url": emu.url, "api_key": api_key},
-                "vertex": {
-                    "base_url": emu.url,
-                    "project": emu.settings.project,
-                    "credentials_file": str(service_account_file),
-                },
-            }
-        }
+        {"backends": emulator_backends(emu, api_key, service_account_file)}
     )
     for name, delivery, reported in (
         ("aistudio", "priority", "priority"),

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from fixtures.emulator import EmulatorHandle
 from fixtures.inprocess import KEY, URL
+from fixtures.pipeline import emulator_backends
 from test_delivery import PRO_1K, World, job, world  # noqa: F401  (world: the fixture)
 
 from bananaflow.backends import create_backend
@@ -172,19 +173,10 @@ async def test_the_pt_header_goes_on_the_wire_only_to_vertex(
 ) -> None:
     """The shared emulator bought no PT: a dedicated call to Vertex is the PT 429 (so the
     header arrived), while the same settings send AI Studio no header at all."""
-    settings = Settings.model_validate(
-        {
-            "backends": {
-                "aistudio": {"base_url": emu.url, "api_key": api_key},
-                "vertex": {
-                    "base_url": emu.url,
-                    "project": emu.settings.project,
-                    "credentials_file": str(service_account_file),
-                    "provisioned_throughput": "dedicated",
-                },
-            }
-        }
+    backends = emulator_backends(
+        emu, api_key, service_account_file, provisioned_throughput="dedicated"
     )
+    settings = Settings.model_validate({"backends": backends})
     seen: dict[str, httpx.Headers] = {}
 
     async def keep(req: httpx.Request) -> None:
