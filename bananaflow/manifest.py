@@ -58,23 +58,6 @@ def _latest_per_job(rows: Iterable[ManifestRow]) -> list[ManifestRow]:
     return list(latest.values())
 
 
-def _parse_lines(text: str, where: str) -> list[ManifestRow]:
-    """Rows of a JSONL manifest. Only a torn final line (crash mid-write) is tolerated."""
-    lines = text.split("\n")
-    complete = text.endswith("\n")
-    rows: list[ManifestRow] = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rows.append(ManifestRow.model_validate_json(line))
-        except ValidationError:
-            if i == len(lines) - 1 and not complete:
-                break
-            raise BananaflowError(f"corrupt manifest line {i + 1} in {where}") from None
-    return rows
-
-
 class ManifestWriter:
     """Appends one row per job event; thread-safe, durable per call, idempotent ``close``.
 
@@ -202,7 +185,8 @@ def _spool(spool: BinaryIO, row: ManifestRow) -> tuple[int, int]:
 
 
 def _jsonl_rows(store: Store, path: str) -> Iterator[ManifestRow]:
-    """``_parse_lines`` a line at a time: only a torn final line (no newline) is tolerated."""
+    """A manifest's rows a line at a time; only a torn final line (a crash mid-write, so no
+    newline) is tolerated."""
     for i, line in enumerate(store.lines(path), start=1):
         if not line.strip():
             continue
@@ -243,7 +227,7 @@ def read_manifest(store: Store, run_id: str) -> list[ManifestRow]:
     path = manifest_path(run_id)
     rows: list[ManifestRow] = []
     if store.exists(path):
-        rows = _parse_lines(store.read_text(path), store.uri(path))
+        rows = list(_jsonl_rows(store, path))
     if not store.can_append:
         # rows/ objects are written at append time, so they are never older than the jsonl.
         rows += _row_objects(store, run_id)

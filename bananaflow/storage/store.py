@@ -221,7 +221,7 @@ class Store:
             )
         return self._remote(lambda: self._put_fsspec(full, data, True), f"create {path}")
 
-    def _put_local(self, dest: Path, data: bytes, create_only: bool) -> bool:
+    def _put_local(self, dest: Path, data: bytes | Path, create_only: bool) -> bool:
         if create_only and dest.is_file():
             return False  # the common re-run case: skip writing a temp copy of the bytes
         tmp = _write_temp(dest, data)
@@ -321,21 +321,8 @@ class Store:
         assembled on disk and uploaded without ever being whole in memory."""
         full = self._full(path)
         if self._local_root is not None:
-            dest = Path(full)
-            dest.parent.mkdir(parents=True, exist_ok=True)
             with _local_writes(self.url):
-                fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=_TMP_PREFIX)
-                try:
-                    with os.fdopen(fd, "wb") as out, local.open("rb") as src:
-                        shutil.copyfileobj(src, out)
-                        out.flush()
-                        os.fsync(out.fileno())
-                    os.chmod(tmp, 0o644)
-                    os.replace(tmp, dest)
-                finally:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(tmp)
-                _fsync_dir(dest.parent)
+                self._put_local(Path(full), local, create_only=False)
         elif self.protocol == "gs":
             self._remote(
                 lambda: self._fs.put_file(
@@ -534,14 +521,18 @@ def _check_metadata(metadata: dict[str, str] | None) -> dict[str, str] | None:
 _UPLOAD_CHUNK = 4 * 2**20
 
 
-def _write_temp(dest: Path, data: bytes) -> str:
-    """Bytes in a fsynced temp file next to ``dest`` (same filesystem, so link/rename work)."""
+def _write_temp(dest: Path, data: bytes | Path) -> str:
+    """Bytes (or a local file's, copied in chunks) in a fsynced temp file next to ``dest``
+    (same filesystem, so link/rename work)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=_TMP_PREFIX)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        if isinstance(data, Path):
+            with data.open("rb") as src:
+                while chunk := src.read(_UPLOAD_CHUNK):
+                    _write_all(fd, chunk)
+        else:
+            _write_all(fd, data)
         os.fsync(fd)
     except BaseException:
         os.close(fd)
@@ -550,6 +541,12 @@ def _write_temp(dest: Path, data: bytes) -> str:
     os.close(fd)
     os.chmod(tmp, 0o644)  # mkstemp's 0600 would make published images unreadable to others
     return tmp
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _fsync_dir(directory: Path) -> None:
