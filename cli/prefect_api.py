@@ -97,17 +97,20 @@ def _drain_prefect() -> None:
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
+    """Poll with one client: each bare ``httpx.get`` builds a TLS context (the CA bundle is
+    parsed again, tens of ms of CPU), and a cold API takes dozens of polls."""
     deadline = time.monotonic() + STARTUP_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise BananaflowError(
-                f"the ephemeral Prefect API exited with code {proc.returncode}; "
-                "check PREFECT_HOME is writable, or set PREFECT_API_URL to a running server"
-            )
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        time.sleep(0.2)
+    with httpx.Client(timeout=2) as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise BananaflowError(
+                    f"the ephemeral Prefect API exited with code {proc.returncode}; "
+                    "check PREFECT_HOME is writable, or set PREFECT_API_URL to a running server"
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if client.get(f"{url}/health").status_code == 200:
+                    return
+            time.sleep(0.2)
     raise BananaflowError(
         f"the ephemeral Prefect API did not answer within {STARTUP_S:.0f} s; "
         "set PREFECT_API_URL to a running server"

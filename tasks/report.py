@@ -90,7 +90,9 @@ class ProgressArtifact:
             return
         async with self._lock:
             done = self.done
-            if done == self._sent:
+            # Re-read under the lock: jobs that queued behind a failed send must not each
+            # wait out the dead API again (one retry cycle per waiting job, seconds each).
+            if self.id is None or done == self._sent:
                 return
             self._last = time.monotonic()
             sent = await _quietly(

@@ -22,14 +22,18 @@ for _key, _value in {
     os.environ.setdefault(_key, _value)
 
 
-# Modules whose fixtures deploy flows or start servers once per module: one worker runs each of
-# them whole, first (the largest units go first). Every other test is scheduled on its own, so
-# the few long ones spread over the workers instead of queueing behind their file's neighbours.
-# (xdist's own ``--dist loadgroup`` cannot do this on pytest 9: it renames node ids through an
-# attribute pytest 9 no longer reads.)
-WHOLE_MODULES = frozenset(
-    {"test_deployments.py", "test_team_browser.py", "test_team_postgres.py", "test_bench_smoke.py"}
-)
+# Modules whose fixtures deploy flows or start servers once per module: one worker runs each
+# unit whole, first (the largest units go first). The two team modules are one unit: they share
+# the session's PostgreSQL-backed Prefect server, which one worker starts. Every other test is
+# scheduled on its own, so the few long ones spread over the workers instead of queueing behind
+# their file's neighbours. (xdist's own ``--dist loadgroup`` cannot do this on pytest 9: it
+# renames node ids through an attribute pytest 9 no longer reads.)
+WHOLE_UNITS = {
+    "test_deployments.py": "deployments",
+    "test_team_browser.py": "team",
+    "test_team_postgres.py": "team",
+    "test_bench_smoke.py": "bench",
+}
 
 
 def pytest_xdist_make_scheduler(config, log):  # type: ignore[no-untyped-def]
@@ -38,6 +42,6 @@ def pytest_xdist_make_scheduler(config, log):  # type: ignore[no-untyped-def]
     class Scheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::", 1)[0]
-            return module if module.rsplit("/", 1)[-1] in WHOLE_MODULES else nodeid
+            return WHOLE_UNITS.get(module.rsplit("/", 1)[-1], nodeid)
 
     return Scheduling(config, log)

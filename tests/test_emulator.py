@@ -634,8 +634,9 @@ def test_vertex_output_options_are_honoured(
     assert mime == options["mimeType"] and pil(raw).format == fmt
 
 
-def test_file_sizes_follow_the_measurements(emu: EmulatorHandle, token: str) -> None:
+def test_file_sizes_follow_the_measurements(grainy_emu: EmulatorHandle) -> None:
     """1K for both, one 4K per backend (4K rendering is the slow part of this file)."""
+    emu, token = grainy_emu, grainy_emu.bearer_token()
     studio_1k = image_bytes(studio(emu, body("size study")))[0]
     vertex_1k = image_bytes(vertex(emu, body("size study"), token))[0]
     assert 200_000 < len(studio_1k) < 1_200_000

@@ -116,8 +116,9 @@ def _tmpfs(where: Path, size: str) -> Iterator[Path]:
 
 
 def test_a_full_disk_loses_no_paid_image_and_the_rerun_pays_for_none_again(
-    emu, api_key: str, tmp_path: Path
+    grainy_emu, api_key: str, tmp_path: Path
 ) -> None:
+    emu = grainy_emu  # images as large as Google's: 12 of them overfill a 3 MiB disk
     with _tmpfs(tmp_path / "disk", "3m") as disk:
         config = _config(tmp_path, emu.url, api_key, f"file://{disk}")
         batch = _batch(tmp_path, 12, "a disk-filling pear")  # ~9 MB of images: 3 MiB fills

@@ -51,6 +51,34 @@ def test_progress_ends_at_the_true_count_even_when_an_early_update_is_slow() -> 
     assert sent == sorted(sent)  # never goes backwards
 
 
+def test_a_dead_api_is_tried_once_not_once_per_job_waiting_behind_it() -> None:
+    """Each try at a dead API costs seconds of Prefect's retries; jobs that queued behind the
+    failed update used to try again, one after another, stalling the run by that much each."""
+    from uuid import uuid4
+
+    from bananaflow.tasks.report import ProgressArtifact
+
+    calls: list[float] = []
+    fail_now = asyncio.Event()
+
+    async def send(_artifact_id: object, *, progress: float) -> None:
+        calls.append(progress)
+        await fail_now.wait()
+        raise ConnectionError("the Prefect API is gone")
+
+    async def scenario() -> None:
+        bar = ProgressArtifact(5, min_interval_s=0.0, send=send)
+        bar.id = uuid4()
+        jobs = [asyncio.create_task(bar.advance()) for _ in range(5)]  # all queue on the lock
+        await asyncio.sleep(0)
+        fail_now.set()
+        await asyncio.gather(*jobs)
+        await bar.finish()
+
+    asyncio.run(scenario())
+    assert len(calls) == 1
+
+
 def test_prefect_does_not_walk_into_the_chain_context(tmp_path) -> None:
     """Every task's first argument; other jobs' threads change it while Prefect looks."""
     from prefect.utilities.collections import visit_collection

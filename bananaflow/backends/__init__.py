@@ -23,6 +23,7 @@ from bananaflow.config import RetrySettings, Settings
 from bananaflow.errors import BackendError, ConfigError, InputError, Shed
 from bananaflow.generation import BackendName, GeneratedImage, ImageRequest
 from bananaflow.retry import SleepFn, retry_async
+from bananaflow.tls import tls_context
 
 __all__ = [
     "AIStudioBackend",
@@ -45,6 +46,7 @@ def make_client(settings: Settings, concurrency: int) -> httpx.AsyncClient:
         limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
         timeout=httpx.Timeout(connect=t.connect_s, read=t.text_s, write=t.text_s, pool=t.text_s),
         headers={"user-agent": "bananaflow/0.1 (httpx)"},
+        verify=tls_context(),
     )
 
 

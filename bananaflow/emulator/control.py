@@ -11,12 +11,15 @@ from typing import Any
 import httpx
 
 from bananaflow.emulator.control_api import PREFIX
+from bananaflow.tls import tls_context
 
 
 class EmulatorControl:
     def __init__(self, url: str, *, timeout: float = 30.0):
         self.url = url.rstrip("/")
-        self._client = httpx.Client(base_url=self.url + PREFIX, timeout=timeout)
+        self._client = httpx.Client(
+            base_url=self.url + PREFIX, timeout=timeout, verify=tls_context()
+        )
 
     def stats(self) -> dict[str, Any]:
         return self._get("/stats")
