@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -90,26 +91,29 @@ async def render_all(
 ) -> list[ManifestRow]:
     """Render every job; every row in job order (``render_into`` for a large run)."""
     tally = RunTally([job.job_id for job in jobs])
-    await render_into(ctx, jobs, decisions, steps, bar, tally, lineage)
+    await render_into(ctx, deque(zip(jobs, decisions, strict=True)), steps, bar, tally, lineage)
     return tally.rows
 
 
 async def render_into(
     ctx: ChainContext,
-    jobs: list[ImageJob],
-    decisions: list[RouteDecision],
+    pending: deque[tuple[ImageJob, RouteDecision]],
     steps: Steps,
     bar: Progress,
     tally: RunTally,
     lineage: dict[str, dict[str, str]] | None = None,
 ) -> None:
-    """Render every job, each row into ``tally`` as it ends; ``lineage`` (job id → links) is
-    written into each row first. Nothing here holds a row once it is in the manifest and the
-    tally: the tally decides what a large run keeps."""
+    """Render every job of ``pending``, each row into ``tally`` as it ends; ``lineage`` (job id
+    → links) is written into each row first.
+
+    Jobs are taken off ``pending`` as they start, by as many workers as can run at once, so a
+    job (and its row) is let go when it ends: nothing here holds what a large run has done, and
+    a caller that hands over its only reference keeps no job to the end of the run.
+    """
     await bar.start(ctx.run_id)
-    limit = jobs_in_flight(ctx.settings, decisions)
+    limit = jobs_in_flight(ctx.settings, [decision for _, decision in pending])
     in_flight = asyncio.Semaphore(limit)
-    group = jobs_per_task_run(ctx.settings, len(jobs)) if steps.jobs is not None else 0
+    group = jobs_per_task_run(ctx.settings, len(pending)) if steps.jobs is not None else 0
 
     async def finished(row: ManifestRow) -> ManifestRow:
         if lineage and row.job_id in lineage:
@@ -123,8 +127,10 @@ async def render_into(
         return row
 
     # Edit steps: step k starts when step k-1 of its chain has ended (its image is then in
-    # the ledger, or its failure makes step k a row saying so); chains run side by side.
-    ended = {job.job_id: asyncio.Event() for job in jobs if job.edit is not None}
+    # the ledger, or its failure makes step k a row saying so); chains run side by side, each
+    # step waiting outside the slots, so they keep a coroutine (and a task run) each.
+    edits = take_edits(pending)
+    ended = {job.job_id: asyncio.Event() for job, _ in edits}
 
     async def one(job: ImageJob, decision: RouteDecision) -> None:
         parent = ended.get(job.edit.parent_job_id or "") if job.edit is not None else None
@@ -138,27 +144,38 @@ async def render_into(
             if job.job_id in ended:
                 ended[job.job_id].set()
 
-    # Enough groups open to fill every slot while one drains its last jobs.
-    open_groups = asyncio.Semaphore(-(-limit // max(group, 1)) + 1)
+    async def worker() -> None:
+        while pending:
+            await one(*pending.popleft())
 
-    async def grouped(pairs: list[tuple[ImageJob, RouteDecision]]) -> None:
-        async with open_groups:
+    async def group_worker() -> None:
+        while pending:
+            pairs = [pending.popleft() for _ in range(min(group, len(pending)))]
             await render_group(ctx, pairs, steps, in_flight, finished)
 
-    pairs = list(zip(jobs, decisions, strict=True))
+    if not group:
+        workers = [worker() for _ in range(limit)]  # a worker per slot
+    else:  # enough groups open to fill every slot while one drains its last jobs
+        workers = [group_worker() for _ in range(-(-limit // group) + 1)]
+    workers += [one(j, d) for j, d in edits]
+    edits.clear()  # each edit step's coroutine holds its job until the step ends
     try:
-        if not group:
-            await asyncio.gather(*(one(j, d) for j, d in pairs))
-        else:
-            # Edit steps wait for each other, so they keep a task run each, whatever the size.
-            plain = [(j, d) for j, d in pairs if j.edit is None]
-            chunks = [plain[i : i + group] for i in range(0, len(plain), group)]
-            await asyncio.gather(
-                asyncio.gather(*map(grouped, chunks)),
-                asyncio.gather(*(one(j, d) for j, d in pairs if j.edit is not None)),
-            )
+        await asyncio.gather(*workers)
     finally:
         await bar.finish()
+
+
+def take_edits(
+    pending: deque[tuple[ImageJob, RouteDecision]],
+) -> list[tuple[ImageJob, RouteDecision]]:
+    """The edit steps of ``pending``, taken out of it in place, so the caller's deque does not
+    keep them to the end of the run."""
+    edits = [(j, d) for j, d in pending if j.edit is not None]
+    if edits:
+        plain = [(j, d) for j, d in pending if j.edit is None]
+        pending.clear()
+        pending.extend(plain)
+    return edits
 
 
 def jobs_in_flight(settings: Settings, decisions: list[RouteDecision]) -> int:

@@ -9,6 +9,7 @@ so moving those to another backend would only spend money or hide the problem.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -105,14 +106,15 @@ def route(
 
 def partition_by_delivery(
     jobs: list[ImageJob], decisions: list[RouteDecision]
-) -> tuple[list[tuple[ImageJob, RouteDecision]], list[tuple[ImageJob, RouteDecision]]]:
+) -> tuple[deque[tuple[ImageJob, RouteDecision]], deque[tuple[ImageJob, RouteDecision]]]:
     """(synchronous, batch): the jobs bought one call each, and those for the batch delivery.
 
     The one seam between the two ways of buying: the synchronous chain refuses a batch job
-    rather than buying it online at twice the price.
+    rather than buying it online at twice the price. Deques, so that the renderer
+    (``render.render_into``) can take each job off as it starts and let it go as it ends.
     """
-    synchronous: list[tuple[ImageJob, RouteDecision]] = []
-    batch: list[tuple[ImageJob, RouteDecision]] = []
+    synchronous: deque[tuple[ImageJob, RouteDecision]] = deque()
+    batch: deque[tuple[ImageJob, RouteDecision]] = deque()
     for job, decision in zip(jobs, decisions, strict=True):
         (batch if decision.delivery.delivery == "batch" else synchronous).append((job, decision))
     return synchronous, batch

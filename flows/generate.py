@@ -69,11 +69,12 @@ async def generate_images(params: GenerateParameters | None = None) -> RunSummar
         if settings.expand.rewrite:
             jobs = await rewrite_prompts(jobs, ctx.backends[decisions[0].backends[0]])
         bar = ProgressArtifact(len(jobs))
-        synchronous, batch = partition_by_delivery(jobs, decisions)
         # A large run keeps counters and the rows that need a person, not every row.
         tally = RunTally([job.job_id for job in jobs], keep_rows=settings.generate.summary_rows)
+        synchronous, batch = partition_by_delivery(jobs, decisions)
+        del jobs, decisions  # the renderer's queue holds each job from here, until it ends
         if synchronous:
-            await render_into(ctx, *_unzip(synchronous), CHAIN, bar, tally)
+            await render_into(ctx, synchronous, CHAIN, bar, tally)
         if batch:
             tally.extend(await deliver(ctx, *_unzip(batch), CHAIN, bar, wait=_waits(settings)))
             await publish_pending_batches(settings, run_id)
