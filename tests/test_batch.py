@@ -49,10 +49,8 @@ def jobs_for(settings: Settings, *texts: str) -> tuple[list[ImageJob], list[Rout
 
 
 def app_with(**batch: Any) -> Any:
-    """In-process emulator; no film grain (cheaper renders), the batch clock nearly stopped."""
-    settings = emulator_test_settings(
-        time_scale=0.0001, batch=batch, profiles={"aistudio": {"detail": 0.0}}
-    )
+    """In-process emulator; the batch clock nearly stopped."""
+    settings = emulator_test_settings(time_scale=0.0001, batch=batch)
     return create_app(settings)
 
 
@@ -249,7 +247,7 @@ def test_google_genai_sdk_works_unmodified_against_the_emulator(tmp_path: Path) 
 
     from bananaflow.emulator.server import EmulatorServer
 
-    quiet = emulator_test_settings(time_scale=0.0001, profiles={"aistudio": {"detail": 0.0}})
+    quiet = emulator_test_settings(time_scale=0.0001)
     with EmulatorServer(quiet) as srv:
         client = genai.Client(
             api_key=KEY, http_options=types.HttpOptions(base_url=srv.url, api_version="v1beta")
@@ -317,9 +315,7 @@ def test_vertex_batch_through_the_gcs_emulator(
     from bananaflow.emulator.credentials import write_service_account_file
 
     bucket, options = gcs_bucket
-    server = emulator_factory(
-        time_scale=0.0001, batch={"gcs_endpoint": gcs_server}, profiles={"vertex": {"detail": 0.0}}
-    )
+    server = emulator_factory(time_scale=0.0001, batch={"gcs_endpoint": gcs_server})
     sa = write_service_account_file(
         tmp_path / "sa.json", server.url + "/token", server.settings.project
     )

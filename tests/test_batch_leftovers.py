@@ -47,9 +47,7 @@ def deliver_on(
 
 
 def test_a_create_refused_with_429_is_asked_again_and_makes_one_batch(tmp_path: Path) -> None:
-    app = create_app(
-        emulator_test_settings(time_scale=0.0001, profiles={"aistudio": {"detail": 0.0}})
-    )
+    app = create_app(emulator_test_settings(time_scale=0.0001))
     state = app.state.emulator
     state.faults.add(ForcedFault("batch_quota", 2))  # the first two creates are refused
     settings = aistudio_settings(
@@ -81,7 +79,6 @@ def test_the_concurrent_batch_quota_refuses_until_a_batch_ends(tmp_path: Path) -
         emulator_test_settings(
             time_scale=0.0001,
             batch={"max_concurrent_batches": 1, "pending_s": 1e9},
-            profiles={"aistudio": {"detail": 0.0}},
         )
     )
     state = app.state.emulator
@@ -111,7 +108,7 @@ def _vertex(tmp_path: Path, emulator_factory: Any, **batch: Any) -> tuple[Any, S
     staging and store are ``file://`` folders the emulator reads and writes directly."""
     from bananaflow.emulator.credentials import write_service_account_file
 
-    server = emulator_factory(time_scale=0.0001, batch=batch, profiles={"vertex": {"detail": 0.0}})
+    server = emulator_factory(time_scale=0.0001, batch=batch)
     sa = write_service_account_file(
         tmp_path / "sa.json", server.url + "/token", server.settings.project
     )
@@ -312,9 +309,7 @@ def test_a_batch_job_with_a_reference_carries_it_inline(tmp_path: Path) -> None:
 
     red = (230, 20, 20)
     (tmp_path / "red.png").write_bytes(_png(red))
-    app = create_app(
-        emulator_test_settings(time_scale=0.0001, profiles={"aistudio": {"detail": 0.0}})
-    )
+    app = create_app(emulator_test_settings(time_scale=0.0001))
     settings = aistudio_settings()
     specs = [
         PromptSpec(text="the red product", references=[str(tmp_path / "red.png")]),

@@ -44,7 +44,6 @@ def test_online_flex_batch_figures_match_what_the_emulator_counted(tmp_path: Pat
             time_scale=0.0001,
             profiles={
                 "aistudio": {
-                    "detail": 0.0,
                     "flex_shed_rate": 0.5,
                     # No client-side limiter here: the emulator's quota must not be the story.
                     "requests_per_minute": 10_000,

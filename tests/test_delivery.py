@@ -226,7 +226,7 @@ def _bare_context(settings: Settings, tmp_path: Path, backends: Any = None) -> C
 @pytest.fixture
 async def world(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[World]:
     over = getattr(request, "param", {})
-    fast = {"detail": 0.0, "image_format": "jpeg"}  # grain and PNG only cost time here
+    fast = {"image_format": "jpeg"}  # PNG only costs time here
     profiles = {b: {**fast, **over.get("profiles", {}).get(b, {})} for b in ("aistudio", "vertex")}
     emu = emulator_test_settings(time_scale=0.0, profiles=profiles)
     app = create_app(emu)

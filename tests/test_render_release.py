@@ -58,7 +58,7 @@ async def _jobs_in_one_call(
 def test_a_finished_job_is_let_go_while_the_run_goes_on(
     task_runs: str, group: int, held: int, tmp_path: Path
 ) -> None:
-    app = create_app(emulator_test_settings(time_scale=0, profiles={"aistudio": {"detail": 0.0}}))
+    app = create_app(emulator_test_settings(time_scale=0))
     settings = Settings.model_validate(
         {
             "backends": {"aistudio": {"base_url": URL, "api_key": KEY}},

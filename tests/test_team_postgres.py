@@ -41,13 +41,13 @@ pytest_plugins = ["fixtures.postgres"]
 pytestmark = pytest.mark.team
 
 RUN_TIMEOUT_S = 240  # hang guards, not timing assertions
-# No quota, and small grain-free JPEGs instead of 2 MB PNGs: rendering 200 of those cost the
-# emulator ~60 s of CPU on 2 cores; this way ~5 s. The images are still real and decoded.
+# No quota, and small JPEGs (grain-free, the test emulator's default) instead of 2 MB PNGs:
+# rendering 200 of those cost the emulator ~60 s of CPU on 2 cores; this way ~5 s. The images
+# are still real and decoded.
 CHEAP_UNCAPPED = {
     "concurrency": None,
     "requests_per_minute": None,
     "image_format": "jpeg",
-    "detail": 0.0,
 }
 BATCH_JOBS, CHUNK_SIZE = 200, 50
 
