@@ -20,6 +20,7 @@ from collections.abc import Iterator
 import httpx
 
 from bananaflow.errors import BananaflowError
+from bananaflow.tls import tls_context
 
 STARTUP_S = 90.0
 # Started in its own session, the API would outlive a CLI killed with SIGKILL: on Linux the
@@ -97,10 +98,11 @@ def _drain_prefect() -> None:
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
-    """Poll with one client: each bare ``httpx.get`` builds a TLS context (the CA bundle is
-    parsed again, tens of ms of CPU), and a cold API takes dozens of polls."""
+    """Poll with one client on the process's one TLS context (``bananaflow.tls``): each bare
+    ``httpx.get`` builds a context of its own (the CA bundle parsed again, tens of ms of CPU),
+    and a cold API takes dozens of polls."""
     deadline = time.monotonic() + STARTUP_S
-    with httpx.Client(timeout=2) as client:
+    with httpx.Client(timeout=2, verify=tls_context()) as client:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise BananaflowError(
