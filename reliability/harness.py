@@ -301,6 +301,9 @@ def current_api_url() -> str:
 # ----------------------------------------------------------------------------- configs
 
 
+MAX_ATTEMPTS = 6  # the harness's retry policy: production's, with its clock scaled down
+
+
 def write_config(
     path: Path,
     emulator_url: str,
@@ -336,7 +339,7 @@ def write_config(
             "retry": {
                 "initial_delay_s": 0.05,
                 "max_delay_s": 0.5,
-                "max_attempts": 6,
+                "max_attempts": MAX_ATTEMPTS,
                 "deadline_s": 60,
             },
             "timeouts": {"connect_s": 2, "read_s": {"1K": 8, "2K": 10, "4K": 15}},

@@ -27,6 +27,7 @@ from bananaflow.records import ManifestRow
 from bananaflow.storage import Store
 from reliability.flowrun import run_flow
 from reliability.harness import (
+    MAX_ATTEMPTS,
     Emulator,
     GcsServer,
     emulator_settings,
@@ -58,6 +59,8 @@ IMAGE_FAULT_RATES: dict[str, float] = {
 TOKEN_FAULT_RATES: dict[str, float] = {"token_expired": 0.03, "token_error": 0.2}
 HANG_S = 1200.0  # x time_scale 0.01 = 12 s held open; the client's 1K read timeout is 8 s, long
 # enough that a busy machine reading a real answer late is not mistaken for a hang (and paid twice)
+TRANSIENT_FAULTS = ("500", "503", "504", "reset", "hang")  # retried by every policy
+GENERATION_OPERATIONS = ("generateContent", "streamGenerateContent")
 USABLE_FAULTS = (None, "random:lying_mime")  # a 200 whose image the client can keep
 REASON_LABELS: tuple[tuple[str, str], ...] = (
     ("per_day", "per-day quota (not retried)"),
@@ -118,6 +121,10 @@ class MatrixResult(BaseModel):
     outcomes: list[FaultOutcome]
     token_faults: dict[str, int]
     auth_failures: int
+    given_up_early: int = Field(
+        description="Jobs whose every image request met a transient fault, yet that made fewer "
+        "requests than the retry policy allows: a transient fault that ended a job."
+    )
     storage_outage: StorageOutage
     identical_existing_jobs: dict[str, str]
     conflicting_existing_jobs: dict[str, str]
@@ -230,6 +237,24 @@ def _outcomes(
         out.failed = dict(failed)
         outcomes.append(out)
     return outcomes, dict(unattributed)
+
+
+def _given_up_early(requests: list[dict[str, Any]]) -> int:
+    """Jobs that only ever met transient faults and still stopped before the last attempt.
+
+    Counted from the emulator's log, order-free (a held-open "hang" is logged after the retry
+    that overtook it): a job with any answer that was not a transient fault ended on that answer.
+    """
+    tried: Counter[str] = Counter()
+    transient: Counter[str] = Counter()
+    for entry in requests:
+        prompt = entry.get("prompt")
+        if prompt is None or entry.get("operation") not in GENERATION_OPERATIONS:
+            continue
+        tried[prompt] += 1
+        if (entry.get("fault") or "").removeprefix("random:") in TRANSIENT_FAULTS:
+            transient[prompt] += 1
+    return sum(1 for p, n in transient.items() if n == tried[p] and n < MAX_ATTEMPTS)
 
 
 def _reason(row: ManifestRow) -> str:
@@ -350,6 +375,7 @@ def run_fault_matrix(
         outcomes=outcomes,
         token_faults=unattributed,
         auth_failures=sum(1 for r in rows if r.error_kind == "AuthError"),
+        given_up_early=_given_up_early(requests),
         storage_outage=monitor.result,
         identical_existing_jobs={
             r.job_id[:12]: by_prompt[r.prompt].status for r in identical if r.prompt in by_prompt

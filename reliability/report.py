@@ -61,6 +61,7 @@ def _matrix(m: MatrixResult) -> list[str]:
         f"| jobs with more than one stored master | {m.jobs_with_duplicate_masters} |",
         f"| uploaded rows whose object is missing | {m.uploaded_rows_without_object} |",
         f"| jobs failed on authentication | {m.auth_failures} |",
+        f"| jobs a transient fault ended with attempts left | {m.given_up_early} |",
         f"| wall time (3 flow runs + setup) | {m.duration_s:.0f} s |",
         "",
         "How each injected fault class ended, per job it hit (a job hit by two classes counts "

@@ -245,11 +245,10 @@ def test_fault_matrix_loses_nothing_and_pays_nothing_twice(tmp_path: Path) -> No
     assert m.storage_outage.happened
     assert len(m.outcomes) >= 4  # the draws hit several classes even at this size
     assert all(o.lost == 0 for o in m.outcomes)
-    # Which job draws which fault depends on scheduling, so per-job endings vary run to run;
-    # what holds: transient faults are mostly retried to success, refusals are never retried.
-    transient = [o for o in m.outcomes if o.fault in ("500", "503", "504", "reset", "hang")]
-    hit = sum(o.jobs_hit for o in transient)
-    assert sum(o.uploaded for o in transient) >= 0.8 * hit
+    # Which job draws which fault depends on scheduling, so per-job endings vary run to run (a
+    # job hit by a 503 may then meet a billing 429 and end on that); what holds every time: a
+    # transient fault never ends a job with attempts left, and refusals are never retried.
+    assert m.given_up_early == 0
     for o in m.outcomes:
         if o.fault in ("image_safety", "no_image", "no_image_refusal"):
             assert o.uploaded == 0 and o.refused + sum(o.failed.values()) == o.jobs_hit
