@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -558,11 +560,18 @@ def _cell_image(data: bytes, box: tuple[int, int]) -> Image.Image | None:
 
 
 def contact_sheet(
-    images: list[bytes], labels: list[str], *, columns: int = 4, cell: int = 256
+    images: Sequence[bytes | Image.Image],
+    labels: Sequence[str],
+    *,
+    columns: int = 4,
+    cell: int = 256,
 ) -> bytes:
     """A JPEG grid (cell x cell per image, label under it): a run's summary at a glance.
 
-    The sheet is exactly min(columns, n) * cell wide and ceil(n / columns) * cell high.
+    The sheet is exactly min(columns, n) * cell wide and ceil(n / columns) * cell high. An
+    ``Image`` in ``images`` is a finished cell cut from an earlier sheet (``cut_cells``),
+    pasted as it is with its label. The others are decoded on every core (Pillow lets go of the
+    GIL while it decodes and resizes).
     """
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
@@ -578,21 +587,42 @@ def contact_sheet(
     draw = ImageDraw.Draw(sheet)
     font = _font(label_h - 2)
     box = (cell - 2 * pad, cell - label_h - 2 * pad)
-    for i, (data, label) in enumerate(zip(images, labels, strict=True)):
+
+    def thumb(item: bytes | Image.Image) -> Image.Image | None:
+        return item if isinstance(item, Image.Image) else _cell_image(item, box)
+
+    with ThreadPoolExecutor(min(len(images), os.cpu_count() or 1)) as pool:
+        thumbs = list(pool.map(thumb, images))
+    for i, (item, im, label) in enumerate(zip(images, thumbs, labels, strict=True)):
         x0, y0 = (i % cols) * cell, (i // cols) * cell
-        thumb = _cell_image(data, box)
-        if thumb is None:
+        if isinstance(item, Image.Image):
+            sheet.paste(item, (x0, y0))
+            continue
+        if im is None:
             draw.rectangle(
                 (x0 + pad, y0 + pad, x0 + pad + box[0], y0 + pad + box[1]), fill=(90, 0, 0)
             )
             label = f"[unreadable] {label}"
         else:
             sheet.paste(
-                thumb,
-                (x0 + pad + (box[0] - thumb.width) // 2, y0 + pad + (box[1] - thumb.height) // 2),
+                im, (x0 + pad + (box[0] - im.width) // 2, y0 + pad + (box[1] - im.height) // 2)
             )
         text = _fit_label(draw, label, font, cell - 2 * pad)
         draw.text((x0 + pad, y0 + cell - label_h - pad // 2), text, fill=(235, 235, 235), font=font)
     buf = io.BytesIO()
     sheet.save(buf, "JPEG", quality=85, optimize=True)
     return buf.getvalue()
+
+
+def cut_cells(
+    sheet: bytes, cell: int, columns: int, wanted: Sequence[int]
+) -> dict[int, Image.Image]:
+    """Cells ``wanted`` (positions, row by row) of a sheet ``contact_sheet`` drew; one decode."""
+    with Image.open(io.BytesIO(sheet)) as im:
+        im = im.convert("RGB")
+    out: dict[int, Image.Image] = {}
+    for i in wanted:
+        x0, y0 = (i % columns) * cell, (i // columns) * cell
+        if x0 + cell <= im.width and y0 + cell <= im.height:
+            out[i] = im.crop((x0, y0, x0 + cell, y0 + cell))
+    return out

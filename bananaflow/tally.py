@@ -14,7 +14,7 @@ from typing import Literal
 
 from bananaflow.records import ManifestRow, RunSummary
 
-# Enough uploaded rows for the contact sheet (tasks/report.py's MAX_SHEET_IMAGES).
+# Enough uploaded rows for the contact sheet (bananaflow.sheet.MAX_SHEET_IMAGES).
 SHEET_ROWS = 64
 
 

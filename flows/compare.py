@@ -77,14 +77,16 @@ async def compare(params: CompareParameters | None = None) -> ComparisonReport |
     settings = comparison.measured(
         await with_blocks(standin.apply(load_settings(params.config, params.overrides(run_id))))
     )
-    base = expand_prompts(params.prompts, params.batch_file, settings.expand, settings.generate)
+    base = await expand_prompts(
+        params.prompts, params.batch_file, settings.expand, settings.generate
+    )
     if not base:
         raise InputError("prompts", "nothing to compare", fix="give prompts or a batch_file")
     if params.deliveries:
         return await compare_deliveries(params, settings, run_id, base)
     jobs = comparison.comparison_jobs(base, list(dict.fromkeys(params.image_sizes)))
     no_fallback = settings.route.model_copy(update={"fallback": []})
-    decisions = route_jobs(jobs, settings.stage, no_fallback)
+    decisions = await route_jobs(jobs, settings.stage, no_fallback)
     ctx = open_context(
         settings,
         run_id,
@@ -113,7 +115,7 @@ async def compare_deliveries(
     deliveries = list(dict.fromkeys(params.deliveries))
     jobs = comparison_delivery.delivery_jobs(base, sizes, deliveries, run_id)
     no_fallback = settings.route.model_copy(update={"fallback": []})
-    decisions = route_jobs(jobs, settings.stage, no_fallback)
+    decisions = await route_jobs(jobs, settings.stage, no_fallback)
     check_prices(settings, jobs, decisions)  # before any request: an unpriced delivery is a typo
     ctx = open_context(
         settings,

@@ -40,7 +40,7 @@ async def generate_images(params: GenerateParameters | None = None) -> RunSummar
     return_large_buffers_to_os()  # 4K masters: keep peak memory from becoming the floor
     settings = await with_blocks(standin.apply(load_settings(params.config, params.overrides())))
     run_id = new_run_id(flow_run.get_id())
-    jobs = params.jobs + expand_prompts(
+    jobs = params.jobs + await expand_prompts(
         params.prompts,
         params.batch_file,
         settings.expand,
@@ -50,7 +50,7 @@ async def generate_images(params: GenerateParameters | None = None) -> RunSummar
     )
     if not jobs:
         raise InputError("prompts", "nothing to generate", fix="give prompts or a batch_file")
-    decisions = route_jobs(
+    decisions = await route_jobs(
         jobs,
         settings.stage,
         settings.route,

@@ -132,7 +132,7 @@ async def promote(params: PromoteParameters) -> PromotionSummary:
 
 async def render_in_prod(settings: Settings, plan: promotion.PromotionPlan) -> RunSummary:
     """The generate flow's rendering, on prod settings, with the dev origin on every row."""
-    decisions = route_jobs(
+    decisions = await route_jobs(
         plan.jobs, settings.stage, settings.route, delivery=settings.generate.delivery
     )
     check_prices(settings, plan.jobs, decisions)

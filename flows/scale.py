@@ -55,7 +55,7 @@ async def generate_batch(params: ScaleParameters | None = None) -> RunSummary:
     run_id = new_run_id(flow_run.get_id())
     jobs = unique_jobs(
         params.batch.jobs
-        + expand_prompts(
+        + await expand_prompts(
             params.batch.prompts,
             params.batch.batch_file,
             settings.expand,
@@ -66,7 +66,7 @@ async def generate_batch(params: ScaleParameters | None = None) -> RunSummary:
     )
     if not jobs:
         raise InputError("batch.prompts", "nothing to generate", fix="give prompts or a batch_file")
-    decisions = route_jobs(
+    decisions = await route_jobs(
         jobs,
         settings.stage,
         settings.route,

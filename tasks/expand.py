@@ -12,7 +12,7 @@ from bananaflow.preflight import collect_specs
 
 
 @task(name="expand_prompts", cache_policy=NO_CACHE)
-def expand_prompts(
+async def expand_prompts(
     prompts: list[str],
     batch_file: str | None,
     settings: ExpandSettings,

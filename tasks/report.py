@@ -24,9 +24,9 @@ from prefect.cache_policies import NO_CACHE
 from bananaflow import progress
 from bananaflow.chain import ChainContext
 from bananaflow.errors import BananaflowError
-from bananaflow.imaging import contact_sheet
 from bananaflow.manifest import iter_manifest
 from bananaflow.records import ManifestRow, RunSummary
+from bananaflow.sheet import write_contact_sheet
 from bananaflow.tally import RunTally
 
 log = logging.getLogger("bananaflow")
@@ -34,10 +34,6 @@ T = TypeVar("T")
 
 # Data URIs are stored in Prefect's database: keep the inline preview small.
 MAX_INLINE_SHEET = 1_500_000
-# A glance, not an archive: the sheet shows the first images and the manifest lists them all.
-# Unbounded, it held every image's bytes plus a canvas of N/4 rows of 256 px in memory (about
-# 0.7 GB at 1000 images).
-MAX_SHEET_IMAGES = 64
 
 
 class ProgressArtifact:
@@ -124,16 +120,6 @@ async def _quietly(call: Awaitable[T], what: str) -> T | None:
         return None
 
 
-def _thumbnail_bytes(ctx: ChainContext, row: ManifestRow) -> bytes | None:
-    if row.status != "uploaded":
-        return None
-    path = (row.thumbnail_paths or [row.path])[0] or ctx.store.relative(row.uri)
-    try:
-        return ctx.store.get(path) if path else None
-    except FileNotFoundError:  # deleted since: the sheet shows the others
-        return None
-
-
 def summary_markdown(summary: RunSummary) -> str:
     saved = summary.bytes_raw - summary.bytes_final
     pct = 100.0 * saved / summary.bytes_raw if summary.bytes_raw else 0.0
@@ -156,20 +142,6 @@ def summary_markdown(summary: RunSummary) -> str:
     return "\n".join(lines)
 
 
-def write_contact_sheet(ctx: ChainContext, rows: list[ManifestRow]) -> tuple[str, bytes] | None:
-    shown = [row for row in rows if row.status == "uploaded"][:MAX_SHEET_IMAGES]
-    pairs = [(row, _thumbnail_bytes(ctx, row)) for row in shown]
-    pairs = [(r, b) for r, b in pairs if b]
-    if not pairs:
-        return None
-    sheet = contact_sheet(
-        [b for _, b in pairs], [f"{r.job_id[:8]} {r.aspect_ratio}" for r, _ in pairs]
-    )
-    path = f"runs/{ctx.run_id}/contact-sheet.jpg"
-    uri = ctx.store.put(path, sheet, content_type="image/jpeg", create_only=False).uri
-    return uri, sheet
-
-
 @task(name="publish_report", cache_policy=NO_CACHE)
 async def publish_report(ctx: ChainContext, rows: list[ManifestRow] | RunTally) -> RunSummary:
     """``rows``: every row, or a large run's tally (the results table then reads the manifest
@@ -188,7 +160,7 @@ async def publish_report(ctx: ChainContext, rows: list[ManifestRow] | RunTally) 
         written = False
     kept = tally.rows
     try:
-        sheet = await asyncio.to_thread(write_contact_sheet, ctx, kept)
+        sheet = await asyncio.to_thread(write_contact_sheet, ctx.store, ctx.run_id, kept)
     except (OSError, BananaflowError) as err:
         log.warning("contact sheet not written (%s)", err)
         sheet = None

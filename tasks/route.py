@@ -14,7 +14,7 @@ from bananaflow.routing import RouteDecision, route
 
 
 @task(name="route_jobs", cache_policy=NO_CACHE)
-def route_jobs(
+async def route_jobs(
     jobs: list[ImageJob],
     stage: Literal["dev", "prod"],
     settings: RouteSettings,

@@ -13,6 +13,7 @@ from bananaflow.errors import InputError
 from bananaflow.generation import ImageSize
 from bananaflow.imaging import contact_sheet
 from bananaflow.records import ManifestRow
+from bananaflow.sheet import read_images
 from bananaflow.storage import Store
 
 Approval = Literal["all-uploaded", "list", "ask"]
@@ -178,16 +179,10 @@ def approval_form(rows: list[ManifestRow], dev_run: str, prod_size: ImageSize) -
 def approval_sheet(store: Store, rows: list[ManifestRow]) -> bytes | None:
     """The candidates' thumbnails on one labelled sheet: the links in the form point at
     storage a browser cannot open (file://, gs://), but a person must see what they approve."""
-    images: list[bytes] = []
-    labels: list[str] = []
-    for row in rows[:MAX_SHEET_IMAGES]:
-        path = store.relative((row.thumbnail_uris or [row.uri])[0])
-        try:
-            data = store.get(path) if path else None
-        except FileNotFoundError:
-            data = None
-        images.append(data or b"")  # an unreadable cell is drawn red and labelled
-        labels.append(f"{row.job_id[:8]} {row.prompt}")
+    shown = rows[:MAX_SHEET_IMAGES]
+    read = read_images(store, [store.relative((r.thumbnail_uris or [r.uri])[0]) for r in shown])
+    images = [data or b"" for data in read]  # an unreadable cell is drawn red and labelled
+    labels = [f"{row.job_id[:8]} {row.prompt}" for row in shown]
     return contact_sheet(images, labels) if images else None
 
 

@@ -1,0 +1,148 @@
+"""A run's contact sheet: its first stored images on one JPEG, and which job sits in which cell.
+
+``runs/{run}/contact-sheet.jpg`` is what the Prefect UI shows; ``contact-sheet.json`` beside it
+indexes the cells. A re-run's reused jobs are cut from the sheet of the run that stored them
+(one read and one decode per earlier run) instead of each image being read and decoded again:
+for a re-run of 60 reused 1K JPEGs that was 0.5 s of its 1.3 s, and on GCS 60 GETs.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from PIL import Image
+from pydantic import BaseModel
+
+from bananaflow.errors import BananaflowError
+from bananaflow.imaging import contact_sheet, cut_cells
+from bananaflow.records import ManifestRow
+from bananaflow.storage import Store, check_relative
+
+# A glance, not an archive: the sheet shows the first images and the manifest lists them all.
+# Unbounded, it held every image's bytes plus a canvas of N/4 rows of 256 px in memory (about
+# 0.7 GB at 1000 images).
+MAX_SHEET_IMAGES = 64
+CELL, COLUMNS = 256, 4
+READERS = 8  # images read at once: one GET after another is 64 round trips to GCS
+# Below this many cells, reading and decoding an earlier run's whole sheet costs more than
+# reading the images themselves.
+MIN_CELLS_TO_CUT = 4
+
+
+class SheetIndex(BaseModel):
+    """The job of each cell of a sheet, row by row."""
+
+    cell: int
+    columns: int
+    jobs: list[str]
+
+
+def sheet_path(run_id: str) -> str:
+    return f"runs/{check_relative(run_id, field='run_id')}/contact-sheet.jpg"
+
+
+def _index_path(run_id: str) -> str:
+    return sheet_path(run_id).removesuffix(".jpg") + ".json"
+
+
+def read_images(store: Store, paths: Sequence[str | None]) -> list[bytes | None]:
+    """Each path's bytes, several at a time; None for a missing path or object (deleted since:
+    a sheet shows the others)."""
+
+    def read(path: str | None) -> bytes | None:
+        try:
+            return store.get(path) if path else None
+        except FileNotFoundError:
+            return None
+
+    with ThreadPoolExecutor(READERS) as pool:
+        return list(pool.map(read, paths))
+
+
+def write_contact_sheet(
+    store: Store, run_id: str, rows: list[ManifestRow]
+) -> tuple[str, bytes] | None:
+    """Draw, store and index the sheet of the first uploaded rows; None if none can be read."""
+    shown = [row for row in rows if row.status == "uploaded"][:MAX_SHEET_IMAGES]
+    same = _same_sheet(store, shown)
+    if same is not None:
+        return _store(store, run_id, same, [row.job_id for row in shown])
+    cut = _earlier_cells(store, shown)
+    todo = [i for i in range(len(shown)) if i not in cut]
+    read = read_images(store, [_image_path(store, shown[i]) for i in todo])
+    items: dict[int, bytes | Image.Image] = {**cut}
+    items.update({i: data for i, data in zip(todo, read, strict=True) if data})
+    kept = [(row, items[i]) for i, row in enumerate(shown) if i in items]
+    if not kept:
+        return None
+    sheet = contact_sheet(
+        [item for _, item in kept],
+        [f"{row.job_id[:8]} {row.aspect_ratio}" for row, _ in kept],
+        columns=COLUMNS,
+        cell=CELL,
+    )
+    return _store(store, run_id, sheet, [row.job_id for row, _ in kept])
+
+
+def _store(store: Store, run_id: str, sheet: bytes, jobs: list[str]) -> tuple[str, bytes]:
+    uri = store.put(sheet_path(run_id), sheet, content_type="image/jpeg", create_only=False).uri
+    index = SheetIndex(cell=CELL, columns=COLUMNS, jobs=jobs)
+    store.put(
+        _index_path(run_id),
+        index.model_dump_json().encode(),
+        content_type="application/json",
+        create_only=False,
+    )
+    return uri, sheet
+
+
+def _image_path(store: Store, row: ManifestRow) -> str | None:
+    return (row.thumbnail_paths or [row.path])[0] or store.relative(row.uri)
+
+
+def _same_sheet(store: Store, shown: list[ManifestRow]) -> bytes | None:
+    """An earlier run's sheet when this one would be the same cells in the same order (a re-run
+    that reused every shown job of one run): its bytes, neither decoded nor encoded again."""
+    runs = {row.reused_from_run for row in shown}
+    if len(runs) != 1 or None in runs:
+        return None
+    (run,) = runs
+    try:
+        index = SheetIndex.model_validate_json(store.get(_index_path(run)))
+        if index != SheetIndex(cell=CELL, columns=COLUMNS, jobs=[r.job_id for r in shown]):
+            return None
+        return store.get(sheet_path(run))
+    except (OSError, ValueError, BananaflowError):
+        return None
+
+
+def _earlier_cells(store: Store, shown: list[ManifestRow]) -> dict[int, Image.Image]:
+    """Cells of reused rows, cut from the sheets of the runs that stored them."""
+    by_run: dict[str, list[int]] = defaultdict(list)
+    for i, row in enumerate(shown):
+        if row.reused_from_run:
+            by_run[row.reused_from_run].append(i)
+    out: dict[int, Image.Image] = {}
+    for run, positions in by_run.items():
+        if len(positions) >= MIN_CELLS_TO_CUT:
+            out.update(_cut_from(store, run, {shown[i].job_id: i for i in positions}))
+    return out
+
+
+def _cut_from(store: Store, run: str, wanted: dict[str, int]) -> dict[int, Image.Image]:
+    """``wanted``: job id -> position on the new sheet. Anything missing or unreadable in the
+    earlier run (no index: a sheet from before the index; a sheet of another size) is {}: those
+    images are then read as usual."""
+    try:
+        index = SheetIndex.model_validate_json(store.get(_index_path(run)))
+        if (index.cell, index.columns) != (CELL, COLUMNS):
+            return {}
+        found = {k: wanted[job] for k, job in enumerate(index.jobs) if job in wanted}
+        if not found:
+            return {}
+        cells = cut_cells(store.get(sheet_path(run)), CELL, COLUMNS, list(found))
+    except (OSError, ValueError, BananaflowError):
+        return {}
+    return {found[k]: im for k, im in cells.items()}
