@@ -559,6 +559,31 @@ def _cell_image(data: bytes, box: tuple[int, int]) -> Image.Image | None:
         return None  # one broken image must not hide the rest of the run
 
 
+def _label_height(cell: int) -> int:
+    return max(12, cell // 10)
+
+
+def _pad(cell: int) -> int:
+    return max(2, cell // 64)
+
+
+def _cell_box(cell: int) -> tuple[int, int]:
+    """The room for the image in a cell: the cell less its padding and its label."""
+    return cell - 2 * _pad(cell), cell - _label_height(cell) - 2 * _pad(cell)
+
+
+def sheet_cell(data: bytes, cell: int) -> bytes | None:
+    """An image already shrunk to its place on a sheet of ``cell`` px cells, as a small JPEG
+    (about 15 KB, not 166 KB of pixels), or None if it cannot be read. ``contact_sheet`` takes
+    it like any image and only decodes it."""
+    im = _cell_image(data, _cell_box(cell))
+    if im is None:
+        return None
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=92)
+    return buf.getvalue()
+
+
 def contact_sheet(
     images: Sequence[bytes | Image.Image],
     labels: Sequence[str],
@@ -581,12 +606,11 @@ def contact_sheet(
         raise ValueError("columns must be >= 1 and cell >= 32")
     cols = min(columns, len(images))
     rows = math.ceil(len(images) / cols)
-    label_h = max(12, cell // 10)
-    pad = max(2, cell // 64)
+    label_h, pad = _label_height(cell), _pad(cell)
     sheet = Image.new("RGB", (cols * cell, rows * cell), (24, 24, 24))
     draw = ImageDraw.Draw(sheet)
     font = _font(label_h - 2)
-    box = (cell - 2 * pad, cell - label_h - 2 * pad)
+    box = _cell_box(cell)
 
     def thumb(item: bytes | Image.Image) -> Image.Image | None:
         return item if isinstance(item, Image.Image) else _cell_image(item, box)

@@ -121,6 +121,7 @@ async def render_into(
         await asyncio.to_thread(ctx.manifest.append, row)
         if row.status == "uploaded" and row.reused_from_run is None:
             await asyncio.to_thread(ctx.ledger.put_done, row)
+        ctx.sheet.offer(row)
         await bar.advance()
         progress.notify(row)
         tally.add(row)

@@ -3,20 +3,21 @@
 ``runs/{run}/contact-sheet.jpg`` is what the Prefect UI shows; ``contact-sheet.json`` beside it
 indexes the cells. A re-run's reused jobs are cut from the sheet of the run that stored them
 (one read and one decode per earlier run) instead of each image being read and decoded again:
-for a re-run of 60 reused 1K JPEGs that was 0.5 s of its 1.3 s, and on GCS 60 GETs.
+for a re-run of 60 reused 1K JPEGs that was 0.5 s of its 1.3 s, and on GCS 60 GETs. A first
+run's cells are drawn while it renders (``SheetDraft``), not after its last image.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from PIL import Image
 from pydantic import BaseModel
 
 from bananaflow.errors import BananaflowError
-from bananaflow.imaging import contact_sheet, cut_cells
+from bananaflow.imaging import contact_sheet, cut_cells, sheet_cell
 from bananaflow.records import ManifestRow
 from bananaflow.storage import Store, check_relative
 
@@ -47,6 +48,47 @@ def _index_path(run_id: str) -> str:
     return sheet_path(run_id).removesuffix(".jpg") + ".json"
 
 
+class SheetDraft:
+    """The cells of a run's sheet, drawn in the background as its jobs upload.
+
+    A first run mostly waits on Google's quota; reading and decoding its images for the sheet
+    after the last one arrived was about 0.5 s of the run's tail (60 1K images). The first
+    ``MAX_SHEET_IMAGES`` jobs to upload are drawn; the sheet shows the first uploaded rows in
+    job order, so in a larger run a few cells may still be drawn at the end.
+    """
+
+    def __init__(self, store: Store):
+        self._store = store
+        self._pool: ThreadPoolExecutor | None = None
+        self._cells: dict[str, Future[bytes | None]] = {}
+
+    def offer(self, row: ManifestRow) -> None:
+        """Called as each row ends; returns at once."""
+        if row.status != "uploaded" or row.reused_from_run or len(self._cells) >= MAX_SHEET_IMAGES:
+            return  # a reused job's cell comes from its own run's sheet
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="sheet-draft")
+        path = _image_path(self._store, row)
+        self._cells[row.job_id] = self._pool.submit(self._draw, path)
+
+    def _draw(self, path: str | None) -> bytes | None:
+        (data,) = read_images(self._store, [path])
+        return sheet_cell(data, CELL) if data else None
+
+    def cell(self, job_id: str) -> bytes | None:
+        """The drawn cell of a job (waiting for it if need be); None if not drawn."""
+        future = self._cells.get(job_id)
+        try:
+            return future.result() if future else None
+        except Exception:  # a cell is a glance: the image is read again at the end
+            return None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._cells.clear()
+
+
 def read_images(store: Store, paths: Sequence[str | None]) -> list[bytes | None]:
     """Each path's bytes, several at a time; None for a missing path or object (deleted since:
     a sheet shows the others)."""
@@ -62,17 +104,19 @@ def read_images(store: Store, paths: Sequence[str | None]) -> list[bytes | None]
 
 
 def write_contact_sheet(
-    store: Store, run_id: str, rows: list[ManifestRow]
+    store: Store, run_id: str, rows: list[ManifestRow], draft: SheetDraft | None = None
 ) -> tuple[str, bytes] | None:
     """Draw, store and index the sheet of the first uploaded rows; None if none can be read."""
     shown = [row for row in rows if row.status == "uploaded"][:MAX_SHEET_IMAGES]
     same = _same_sheet(store, shown)
     if same is not None:
         return _store(store, run_id, same, [row.job_id for row in shown])
-    cut = _earlier_cells(store, shown)
-    todo = [i for i in range(len(shown)) if i not in cut]
+    items: dict[int, bytes | Image.Image] = dict(_earlier_cells(store, shown))
+    if draft is not None:
+        drawn = {i: draft.cell(row.job_id) for i, row in enumerate(shown) if i not in items}
+        items.update({i: cell for i, cell in drawn.items() if cell})
+    todo = [i for i in range(len(shown)) if i not in items]
     read = read_images(store, [_image_path(store, shown[i]) for i in todo])
-    items: dict[int, bytes | Image.Image] = {**cut}
     items.update({i: data for i, data in zip(todo, read, strict=True) if data})
     kept = [(row, items[i]) for i, row in enumerate(shown) if i in items]
     if not kept:

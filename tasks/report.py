@@ -160,7 +160,9 @@ async def publish_report(ctx: ChainContext, rows: list[ManifestRow] | RunTally) 
         written = False
     kept = tally.rows
     try:
-        sheet = await asyncio.to_thread(write_contact_sheet, ctx.store, ctx.run_id, kept)
+        sheet = await asyncio.to_thread(
+            write_contact_sheet, ctx.store, ctx.run_id, kept, ctx.sheet
+        )
     except (OSError, BananaflowError) as err:
         log.warning("contact sheet not written (%s)", err)
         sheet = None

@@ -11,7 +11,14 @@ from pathlib import Path
 from PIL import Image
 
 from bananaflow.records import ManifestRow
-from bananaflow.sheet import CELL, COLUMNS, MIN_CELLS_TO_CUT, sheet_path, write_contact_sheet
+from bananaflow.sheet import (
+    CELL,
+    COLUMNS,
+    MIN_CELLS_TO_CUT,
+    SheetDraft,
+    sheet_path,
+    write_contact_sheet,
+)
 from bananaflow.storage import Store
 
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200), (90, 9, 90)]
@@ -112,3 +119,20 @@ def test_without_an_earlier_index_every_image_is_read(tmp_path: Path) -> None:
         f"images/{i}.jpg" for i in range(5)
     ]
     assert _close(_centre(sheet, 0), COLOURS[4])
+
+
+def test_cells_drawn_while_the_run_renders_are_not_read_again(tmp_path: Path) -> None:
+    store = CountingStore(f"file://{tmp_path}")
+    rows = _first_run(store, 5)
+    draft = SheetDraft(store)
+    for row in rows[1:]:  # the first job's row never reached the draft (a batch delivery)
+        draft.offer(row)
+    assert all(draft.cell(row.job_id) for row in rows[1:])  # drawn in the background
+    store.reads.clear()
+
+    _, sheet = write_contact_sheet(store, "run-a", rows, draft) or ("", b"")
+    draft.close()
+
+    assert [p for p in store.reads if p.startswith("images/")] == ["images/0.jpg"]
+    for position in range(5):
+        assert _close(_centre(sheet, position), COLOURS[position]), position

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,6 +18,7 @@ from bananaflow.ledger import Ledger
 from bananaflow.limits import LimitedBackend, Limiter, LocalLimiter
 from bananaflow.manifest import ManifestWriter
 from bananaflow.pricing import Budget
+from bananaflow.sheet import SheetDraft
 from bananaflow.spool import Spool
 from bananaflow.storage import Store, check_relative, object_name, open_store
 
@@ -58,6 +60,7 @@ class ChainContext:
         self.reuse = reuse  # False: render even when the ledger has it (compare measures)
         self.reserved: dict[str, float] = {}  # job id -> budget held for it
         self.uploads = uploads or ReferenceUploads(settings, store)
+        self.sheet = SheetDraft(store)  # the report's contact sheet, drawn as jobs upload
         self._owns_work_dir = owns_work_dir
 
     def __repr__(self) -> str:
@@ -67,6 +70,7 @@ class ChainContext:
         for backend in self.backends.values():
             await backend.aclose()
         await self.uploads.aclose()
+        await asyncio.to_thread(self.sheet.close)
         if self._owns_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
