@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import tempfile
 from pathlib import Path
 
 from bananaflow.backends import create_backend
@@ -21,6 +20,7 @@ from bananaflow.pricing import Budget
 from bananaflow.sheet import SheetDraft
 from bananaflow.spool import Spool
 from bananaflow.storage import Store, check_relative, object_name, open_store
+from bananaflow.workdir import new_work_dir
 
 
 class ChainContext:
@@ -101,7 +101,7 @@ def open_context(
         manifest=ManifestWriter(store, run_id),
         budget=Budget(settings.budget.max_usd),
         backends=backends,
-        work_dir=Path(tempfile.mkdtemp(prefix=f"bananaflow-{run_id}-")),
+        work_dir=new_work_dir(run_id),
         reuse=reuse,
     )
 
