@@ -19,6 +19,8 @@ from typing import Any
 import google.auth.credentials
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from PIL import Image
 
 from bananaflow.backends import create_backend, generate_with_retries, wire
@@ -687,6 +689,15 @@ def test_missing_project_is_a_config_error(emu: Any, service_account_file: Path)
     assert "GOOGLE_CLOUD_PROJECT" in str(info.value)
 
 
+_EC_KEY = (
+    ec.generate_private_key(ec.SECP256R1())
+    .private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    .decode()
+)
+
+
 @pytest.mark.parametrize(
     ("content", "problem"),
     [
@@ -702,6 +713,23 @@ def test_missing_project_is_a_config_error(emu: Any, service_account_file: Path)
                     "token_uri": "http://x",
                     "private_key": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
                 }
+            ),
+            "unusable private key",
+        ),
+        (  # a real key, but not the RSA key a service account signs with
+            json.dumps(
+                {
+                    "type": "service_account",
+                    "client_email": "a@b",
+                    "token_uri": "http://x",
+                    "private_key": _EC_KEY,
+                }
+            ),
+            "unusable private key",
+        ),
+        (
+            json.dumps(
+                {"type": "service_account", "client_email": "a", "token_uri": "x", "private_key": 7}
             ),
             "unusable private key",
         ),
