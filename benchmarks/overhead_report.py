@@ -98,9 +98,10 @@ NOTES = """\
   moved the Vertex-like ratio from 0.955-0.958 to 0.969 and the AI-Studio-like from
   0.962-0.970 to 0.972.
 - **Before and after** (`python -m benchmarks`, quiet, full size; before: 2026-11-30
-  morning, tree d763d77). Five runs this afternoon, each a median of 3 repetitions:
+  morning, tree d763d77). Five runs later that day, each a median of 3 repetitions
+  (re-run: its time ÷ the first run's, as measured and projected to real time):
 
-  | tree | SDK clock | ÷ SDK, AI-Studio-like | ÷ SDK, Vertex-like | re-run s | re-run ÷ first | projected to real time |
+  | tree | SDK clock | ÷ SDK, AI Studio | ÷ SDK, Vertex | re-run s | ÷ first | real time |
   |---|---|---|---|---|---|---|
   | d763d77 (before) | after set-up | 0.93 | 0.92 | 1.73 | 0.102 | 0.063 |
   | changes (1)-(4) | after set-up | 0.97 | 0.95 | 0.77 | 0.047 | 0.029 |
