@@ -72,7 +72,7 @@ class SheetDraft:
         self._cells[row.job_id] = self._pool.submit(self._draw, path)
 
     def _draw(self, path: str | None) -> bytes | None:
-        (data,) = read_images(self._store, [path])
+        data = _read(self._store, path)
         return sheet_cell(data, CELL) if data else None
 
     def cell(self, job_id: str) -> bytes | None:
@@ -92,15 +92,15 @@ class SheetDraft:
 def read_images(store: Store, paths: Sequence[str | None]) -> list[bytes | None]:
     """Each path's bytes, several at a time; None for a missing path or object (deleted since:
     a sheet shows the others)."""
-
-    def read(path: str | None) -> bytes | None:
-        try:
-            return store.get(path) if path else None
-        except FileNotFoundError:
-            return None
-
     with ThreadPoolExecutor(READERS) as pool:
-        return list(pool.map(read, paths))
+        return list(pool.map(lambda path: _read(store, path), paths))
+
+
+def _read(store: Store, path: str | None) -> bytes | None:
+    try:
+        return store.get(path) if path else None
+    except FileNotFoundError:
+        return None
 
 
 def write_contact_sheet(
