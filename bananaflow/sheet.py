@@ -108,10 +108,24 @@ def write_contact_sheet(
 ) -> tuple[str, bytes] | None:
     """Draw, store and index the sheet of the first uploaded rows; None if none can be read."""
     shown = [row for row in rows if row.status == "uploaded"][:MAX_SHEET_IMAGES]
-    same = _same_sheet(store, shown)
+    by_run: dict[str, list[int]] = defaultdict(list)  # positions of reused rows, by their run
+    for i, row in enumerate(shown):
+        if row.reused_from_run:
+            by_run[row.reused_from_run].append(i)
+    # Only runs worth an index read: enough cells to cut, or the one run a re-run reused.
+    indexes = {
+        run: _read_index(store, run)
+        for run, positions in by_run.items()
+        if len(positions) >= MIN_CELLS_TO_CUT or len(by_run) == 1
+    }
+    same = _same_sheet(store, shown, indexes) if len(by_run) == 1 else None
     if same is not None:
         return _store(store, run_id, same, [row.job_id for row in shown])
-    items: dict[int, bytes | Image.Image] = dict(_earlier_cells(store, shown))
+    items: dict[int, bytes | Image.Image] = {}
+    for run, positions in by_run.items():
+        index = indexes.get(run)
+        if index is not None and len(positions) >= MIN_CELLS_TO_CUT:
+            items.update(_cut_from(store, run, index, {shown[i].job_id: i for i in positions}))
     if draft is not None:
         drawn = {i: draft.cell(row.job_id) for i, row in enumerate(shown) if i not in items}
         items.update({i: cell for i, cell in drawn.items() if cell})
@@ -146,47 +160,43 @@ def _image_path(store: Store, row: ManifestRow) -> str | None:
     return (row.thumbnail_paths or [row.path])[0] or store.relative(row.uri)
 
 
-def _same_sheet(store: Store, shown: list[ManifestRow]) -> bytes | None:
-    """An earlier run's sheet when this one would be the same cells in the same order (a re-run
-    that reused every shown job of one run): its bytes, neither decoded nor encoded again."""
-    runs = {row.reused_from_run for row in shown}
-    if len(runs) != 1 or None in runs:
-        return None
-    (run,) = runs
+def _read_index(store: Store, run: str) -> SheetIndex | None:
+    """An earlier run's index, if it has one of this sheet's cell size and columns (a sheet from
+    before the index, or of another size, has none to offer)."""
     try:
         index = SheetIndex.model_validate_json(store.get(_index_path(run)))
-        if index != SheetIndex(cell=CELL, columns=COLUMNS, jobs=[r.job_id for r in shown]):
-            return None
-        return store.get(sheet_path(run))
     except (OSError, ValueError, BananaflowError):
         return None
+    return index if (index.cell, index.columns) == (CELL, COLUMNS) else None
 
 
-def _earlier_cells(store: Store, shown: list[ManifestRow]) -> dict[int, Image.Image]:
-    """Cells of reused rows, cut from the sheets of the runs that stored them."""
-    by_run: dict[str, list[int]] = defaultdict(list)
-    for i, row in enumerate(shown):
-        if row.reused_from_run:
-            by_run[row.reused_from_run].append(i)
-    out: dict[int, Image.Image] = {}
-    for run, positions in by_run.items():
-        if len(positions) >= MIN_CELLS_TO_CUT:
-            out.update(_cut_from(store, run, {shown[i].job_id: i for i in positions}))
-    return out
-
-
-def _cut_from(store: Store, run: str, wanted: dict[str, int]) -> dict[int, Image.Image]:
-    """``wanted``: job id -> position on the new sheet. Anything missing or unreadable in the
-    earlier run (no index: a sheet from before the index; a sheet of another size) is {}: those
-    images are then read as usual."""
+def _same_sheet(
+    store: Store, shown: list[ManifestRow], indexes: dict[str, SheetIndex | None]
+) -> bytes | None:
+    """An earlier run's sheet when this one would be the same cells in the same order (a re-run
+    that reused every shown job of one run): its bytes, neither decoded nor encoded again."""
+    if any(row.reused_from_run is None for row in shown):
+        return None
+    ((run, index),) = indexes.items()
+    if index is None or index.jobs != [row.job_id for row in shown]:
+        return None
     try:
-        index = SheetIndex.model_validate_json(store.get(_index_path(run)))
-        if (index.cell, index.columns) != (CELL, COLUMNS):
-            return {}
-        found = {k: wanted[job] for k, job in enumerate(index.jobs) if job in wanted}
-        if not found:
-            return {}
-        cells = cut_cells(store.get(sheet_path(run)), CELL, COLUMNS, list(found))
+        return store.get(sheet_path(run))
+    except (OSError, BananaflowError):  # gone or unreadable: the cells are drawn again
+        return None
+
+
+def _cut_from(
+    store: Store, run: str, index: SheetIndex, wanted: dict[str, int]
+) -> dict[int, Image.Image]:
+    """``wanted``: job id -> position on the new sheet. A sheet missing or unreadable is {}:
+    those images are then read as usual."""
+    found = {k: wanted[job] for k, job in enumerate(index.jobs) if job in wanted}
+    if not found:
+        return {}
+    try:
+        sheet = store.get(sheet_path(run))
+        cells = cut_cells(sheet, CELL, COLUMNS, list(found))
     except (OSError, ValueError, BananaflowError):
         return {}
     return {found[k]: im for k, im in cells.items()}

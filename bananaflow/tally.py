@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Literal
 
 from bananaflow.records import ManifestRow, RunSummary
+from bananaflow.sheet import MAX_SHEET_IMAGES
 
-# Enough uploaded rows for the contact sheet (bananaflow.sheet.MAX_SHEET_IMAGES).
-SHEET_ROWS = 64
+SHEET_ROWS = MAX_SHEET_IMAGES  # enough uploaded rows for the contact sheet
 
 
 class RunTally:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 PREFIX = "bananaflow-"
 QUIET_S = 600.0
-_OWNER = re.compile(r"^bananaflow-.+-p(\d+)-[^-]+$")
+_OWNER = re.compile(rf"^{re.escape(PREFIX)}.+-p(\d+)-[^-]+$")
 
 
 def new_work_dir(run_id: str) -> Path:
