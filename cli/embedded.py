@@ -15,13 +15,15 @@ from pathlib import Path
 
 from bananaflow import standin
 from bananaflow.config import EmulatorSettings
-from bananaflow.emulator.credentials import write_service_account_file
-from bananaflow.emulator.server import EmulatorServer
 
 
 @contextlib.contextmanager
 def attached(url: str, settings: EmulatorSettings) -> Iterator[standin.StandIn]:
     """Publish an emulator that is already running (another process, a test's fixture)."""
+    # Imported here, not at the top: the emulator package costs ~0.3 s of CPU to import, and a
+    # run against real Google (or a flow run on a worker) never needs it.
+    from bananaflow.emulator.credentials import write_service_account_file
+
     with tempfile.TemporaryDirectory(prefix="bf-emu-") as workdir:
         sa_file = write_service_account_file(
             Path(workdir) / "emulator-service-account.json", url + "/token", settings.project
@@ -44,5 +46,7 @@ def embedded(settings: EmulatorSettings, *, wanted: bool) -> Iterator[standin.St
     if not wanted or already is not None:
         yield already
         return
+    from bananaflow.emulator.server import EmulatorServer
+
     with EmulatorServer(settings) as server, attached(server.url, server.settings) as stand_in:
         yield stand_in

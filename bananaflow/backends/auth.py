@@ -21,7 +21,6 @@ import google.auth
 import google.auth.credentials
 import google.auth.crypt
 import google.auth.exceptions
-import google.auth.transport.requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth.credentials import DEFAULT_UNIVERSE_DOMAIN
@@ -190,6 +189,10 @@ class TokenSource:
         self._loop_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
         )
+        # Imported here: google-auth's requests transport pulls in requests and urllib3 (~0.1 s
+        # of CPU), which only a Vertex run needs, and every flow process imports this module.
+        import google.auth.transport.requests
+
         self._request = google.auth.transport.requests.Request()
 
     def _lock(self) -> asyncio.Lock:
