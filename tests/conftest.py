@@ -36,6 +36,26 @@ WHOLE_UNITS = {
 }
 
 
+# Single tests that each run the CLI or a flow in subprocesses, or wait on a server of their own
+# (tens of seconds of wall clock, much of it waiting): they start right after the units above, so
+# that no worker is left running one of them alone at the end while the others sit idle.
+LONG_FIRST = (
+    "test_interrupts.py",
+    "test_crash_resume.py",
+    "test_cli.py",
+    "test_faults.py",
+    "test_ledger.py",
+    "test_secrets.py",
+)
+
+
+def pytest_collection_modifyitems(items):  # type: ignore[no-untyped-def]
+    """Every worker sorts the same way (stable, longest modules first), so xdist still sees one
+    collection."""
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FIRST)))
+
+
 def pytest_xdist_make_scheduler(config, log):  # type: ignore[no-untyped-def]
     from xdist.scheduler import LoadScopeScheduling
 
