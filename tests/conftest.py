@@ -50,8 +50,8 @@ LONG_FIRST = (
 
 
 def pytest_collection_modifyitems(items):  # type: ignore[no-untyped-def]
-    """Every worker sorts the same way (stable, longest modules first), so xdist still sees one
-    collection."""
+    """Every worker sorts the same way (stable: LONG_FIRST's modules in its order, then the rest
+    as collected), so xdist still sees one collection."""
     rank = {name: i for i, name in enumerate(LONG_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FIRST)))
 

@@ -286,6 +286,7 @@ def test_prefect_generate_submits_and_ends_then_the_collector_finishes(emu, make
 
     config, out = make_config(generate={"delivery": "batch"}, batch={"wait": False})
     batch_clock = emu.server.settings.batch
+    before = batch_clock.pending_s, batch_clock.running_s
     # The provider does not get to it until the test says so; then it ends at once (a running
     # phase would let a fast machine collect before it ends: a race, not a test).
     batch_clock.pending_s, batch_clock.running_s = 1e9, 0.0
@@ -299,7 +300,7 @@ def test_prefect_generate_submits_and_ends_then_the_collector_finishes(emu, make
         batch_clock.pending_s = 0.0
         (collected,) = asyncio.run(collect_batches(CollectParameters(config=config)))
     finally:
-        batch_clock.pending_s, batch_clock.running_s = 30.0, 60.0
+        batch_clock.pending_s, batch_clock.running_s = before
     assert collected.run_id == submitted.run_id and collected.counts == {"uploaded": 2}
     rows = read_manifest(Store(out), submitted.run_id)
     assert [r.status for r in rows] == ["uploaded", "uploaded"]
