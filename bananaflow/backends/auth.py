@@ -23,7 +23,6 @@ import google.auth.crypt
 import google.auth.exceptions
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from google.auth.credentials import DEFAULT_UNIVERSE_DOMAIN
 from google.oauth2 import service_account
 from pydantic import SecretStr
 
@@ -142,14 +141,10 @@ def _credentials(info: dict[str, str]) -> service_account.Credentials:
     )
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ValueError("not an RSA key")
-    return service_account.Credentials(
-        google.auth.crypt.RSASigner(key, key_id=info.get("private_key_id")),
-        service_account_email=info["client_email"],
-        token_uri=info["token_uri"],
-        project_id=info.get("project_id"),
-        universe_domain=info.get("universe_domain", DEFAULT_UNIVERSE_DOMAIN),
-        scopes=list(SCOPES),
-    )
+    # google-auth's own step after making the signer: every field of the info it reads
+    # (project, universe domain, trust boundary) is read the way from_service_account_info does.
+    signer = google.auth.crypt.RSASigner(key, key_id=info.get("private_key_id"))
+    return service_account.Credentials._from_signer_and_info(signer, info, scopes=list(SCOPES))
 
 
 def _from_adc() -> google.auth.credentials.Credentials:
