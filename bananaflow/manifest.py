@@ -2,7 +2,8 @@
 
 Durability comes first: a row is on disk (or in the bucket) when ``append`` returns, so a worker
 killed right after an image was uploaded still leaves the proof that it was paid for. Local
-stores append one line and fsync. Object stores cannot append, and rewriting one growing object
+stores append one line and fsync (a reused job's row, which records nothing paid, is synced with
+the next row or at ``close``). Object stores cannot append, and rewriting one growing object
 per row would cost O(n^2) bytes and race between workers, so each row is its own object under
 ``runs/{run_id}/rows/`` and ``close()`` assembles ``manifest.jsonl`` from them.
 
@@ -59,7 +60,8 @@ def _latest_per_job(rows: Iterable[ManifestRow]) -> list[ManifestRow]:
 
 
 class ManifestWriter:
-    """Appends one row per job event; thread-safe, durable per call, idempotent ``close``.
+    """Appends one row per job event; thread-safe, durable per call (a reused job's row: by the
+    next row or ``close``), idempotent ``close``.
 
     A row that cannot be written (storage down past its retries) is kept in memory and written
     before the next one and at ``close``: one failed write must not sink a batch whose images
@@ -71,7 +73,8 @@ class ManifestWriter:
         self.run_id = run_id
         self.path = manifest_path(run_id)
         self._lock = threading.Lock()
-        self._pending: dict[str, str] = {}  # job id -> line not yet written (in order)
+        self._pending: dict[str, tuple[str, bool]] = {}  # job id -> (line, fsync it), in order
+        self._unsynced = False  # lines appended without their fsync since the last one
 
     @property
     def pending(self) -> int:
@@ -82,9 +85,12 @@ class ManifestWriter:
         if row.run_id != self.run_id:
             raise ValueError(f"row of run {row.run_id!r} appended to manifest of {self.run_id!r}")
         line = row.model_dump_json() + "\n"
+        # A reused job's row records nothing paid for in this run: lost in a crash, the next
+        # run reuses the job again. It is synced with the next paid row, or at ``close``.
+        sync = row.reused_from_run is None
         with self._lock:
             self._pending.pop(row.job_id, None)  # a newer row replaces an unwritten older one
-            self._pending[row.job_id] = line
+            self._pending[row.job_id] = (line, sync)
             try:
                 self._flush()
             except Exception as err:
@@ -99,9 +105,10 @@ class ManifestWriter:
     def _flush(self) -> None:
         """Write pending rows in order; stop at the first failure (the caller holds the lock)."""
         while self._pending:
-            job_id, line = next(iter(self._pending.items()))
+            job_id, (line, sync) = next(iter(self._pending.items()))
             if self.store.can_append:
-                self.store.append(self.path, line.encode("utf-8"))
+                self.store.append(self.path, line.encode("utf-8"), sync=sync)
+                self._unsynced = not sync
             else:
                 self.store.write_text(_row_object(self.run_id, job_id), line)
             del self._pending[job_id]
@@ -117,6 +124,9 @@ class ManifestWriter:
                     f"written to {self.store.url} ({err.__class__.__name__}: {err}); "
                     "re-run the same batch once storage is back: finished images are reused"
                 ) from None
+            if self._unsynced:
+                self.store.sync(self.path)
+                self._unsynced = False
             if self.store.can_append and self._one_line_per_job():
                 return self.store.uri(self.path)
             with tempfile.TemporaryDirectory(prefix="bananaflow-manifest-") as tmp:

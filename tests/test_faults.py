@@ -181,11 +181,11 @@ class _FlakyStore(Store):
         super().__init__(url)
         self.failures = failures
 
-    def append(self, path: str, data: bytes) -> None:
+    def append(self, path: str, data: bytes, *, sync: bool = True) -> None:
         if self.failures > 0:
             self.failures -= 1
             raise ConnectionError("storage down")
-        super().append(path, data)
+        super().append(path, data, sync=sync)
 
 
 def _row(job: str, status: str = "uploaded") -> ManifestRow:

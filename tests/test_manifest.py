@@ -126,6 +126,47 @@ def test_local_append_is_on_disk_immediately_and_torn_tail_is_tolerated(tmp_path
     assert [r.job_id for r in read_manifest(store, RUN)] == ["a"]
 
 
+class _SyncLog(Store):
+    """A real local store that records which appends were fsynced and each later ``sync``."""
+
+    def __init__(self, url: str):
+        super().__init__(url)
+        self.log: list[str] = []
+
+    def append(self, path: str, data: bytes, *, sync: bool = True) -> None:
+        super().append(path, data, sync=sync)
+        self.log.append(json.loads(data)["job_id"] + ("+fsync" if sync else ""))
+
+    def sync(self, path: str) -> None:
+        super().sync(path)
+        self.log.append("fsync")
+
+
+def test_a_paid_row_is_fsynced_as_it_is_appended_a_reused_one_by_close(tmp_path: Path) -> None:
+    """A reused job's row records nothing paid in this run (a crash costs only its re-reuse):
+    its fsync waits for the next paid row or ``close``, which never reports an unsynced file."""
+    store = _SyncLog(str(tmp_path))
+    writer = ManifestWriter(store, RUN)
+    writer.append(row("old1", reused_from_run="run-earlier"))
+    writer.append(row("new1"))  # paid: synced now, with old1's line before it
+    writer.append(row("old2", reused_from_run="run-earlier"))
+    assert store.log == ["old1", "new1+fsync", "old2"]
+    writer.close()
+    assert store.log == ["old1", "new1+fsync", "old2", "fsync"]
+    writer.close()  # nothing new since: no second fsync
+    assert store.log.count("fsync") == 1
+    assert [r.job_id for r in read_manifest(Store(str(tmp_path)), RUN)] == ["old1", "new1", "old2"]
+
+
+def test_a_run_of_paid_rows_needs_no_fsync_at_close(tmp_path: Path) -> None:
+    store = _SyncLog(str(tmp_path))
+    writer = ManifestWriter(store, RUN)
+    writer.append(row("old1", reused_from_run="run-earlier"))
+    writer.append(row("new1"))
+    writer.close()
+    assert store.log == ["old1", "new1+fsync"]
+
+
 @pytest.mark.parametrize("kind", ["memory", "gs"])
 def test_object_store_keeps_one_object_per_job(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path
