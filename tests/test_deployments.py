@@ -7,7 +7,6 @@ over loopback.
 
 - a UI-style run picked up by ``prefect worker start --run-once`` lands images, and its
   completion fires the promote trigger;
-- two runs on two workers with ``limits.mode: global`` stay inside one shared quota;
 - the scale-out parent splits a batch into chunk runs and rolls their manifests up, each job
   exactly once, and a re-run pays for nothing.
 
@@ -36,7 +35,7 @@ from fixtures.prefect import artifacts, pointed_at, stop
 from fixtures.prefect import server as prefect_server
 
 from bananaflow.config import load_settings
-from bananaflow.deployments.setup import DEFAULT_POOL, limit_specs
+from bananaflow.deployments.setup import DEFAULT_POOL
 from bananaflow.emulator.control import EmulatorControl
 from bananaflow.emulator.credentials import write_service_account_file
 from bananaflow.manifest import read_manifest
@@ -499,103 +498,6 @@ async def _pause_automation(automation_id: uuid.UUID) -> None:
 
     async with get_client() as client:
         await client.pause_automation(automation_id)
-
-
-RPM, CONCURRENCY = 30, 2
-
-
-def test_global_limits_hold_across_two_workers(
-    two_workers: Server, emulator_factory, tmp_path: Path
-) -> None:
-    """Two runs on two workers share one quota: no 429, ≤ RPM a minute, ≤ CONCURRENCY at once.
-
-    AI Studio is rate-bound (RPM 30, tiny latency): the rate limit is what keeps it at 1 request
-    per ~2 s. Vertex is concurrency-bound (high RPM, ~1 s latency, each run would start all its
-    jobs at once): the concurrency limit is what keeps it at 2 in flight. Without the global
-    limits the emulator, which enforces the same quota per minute of real time, answers 429.
-    """
-    server = emulator_factory(
-        time_scale=1.0,
-        profiles={
-            "aistudio": {
-                "requests_per_minute": RPM,
-                "concurrency": CONCURRENCY,
-                "latency_s": {"1K": (0.05, 0.1)},
-            },
-            "vertex": {
-                "requests_per_minute": 600,
-                "concurrency": CONCURRENCY,
-                "latency_s": {"1K": (0.8, 1.2)},
-            },
-        },
-    )
-    control = EmulatorControl(server.url)
-    prefix = f"q{uuid.uuid4().hex[:8]}"
-    config, out = _emulator_config(
-        tmp_path,
-        server.url,
-        server.settings.project,
-        server.settings.api_keys[0],
-        backends={
-            "aistudio": {"requests_per_minute": RPM, "concurrency": CONCURRENCY},
-            "vertex": {"requests_per_minute": 600, "concurrency": CONCURRENCY},
-        },
-        limits={"mode": "global", "name_prefix": prefix},
-        # Three jobs in flight per run (six in all): enough to overrun the quota without the
-        # limits, few enough that waiters polling a limit don't slow each other down.
-        generate={"concurrency": 3},
-    )
-    setup = two_workers.run(BIN / "bananaflow", "setup", "--config", config)
-    assert setup.returncode == 0 and "created" in setup.stdout, setup.stderr
-    batches = []
-    for name in ("a", "b"):
-        specs: list[dict[str, str]] = []
-        for i in range(5):  # interleaved, so both backends are busy from the start
-            specs.append({"text": f"quota {name} studio {i}"})
-            if i < 4:
-                specs.append({"text": f"quota {name} vertex {i}", "backend": "vertex"})
-        path = tmp_path / f"batch-{name}.yaml"
-        path.write_text(yaml.safe_dump(specs))
-        batches.append(str(path))
-
-    async def both() -> list[Any]:
-        ids = await asyncio.gather(
-            *(_start("generate-images/generate-dev", {"config": config, "batch_file": b})
-              for b in batches)
-        )  # fmt: skip
-        return await _wait_final(list(ids))
-
-    runs = asyncio.run(both())
-    assert all(r.state.is_completed() for r in runs), [r.state.message for r in runs]
-
-    stats = control.stats()
-    assert stats["generation_requests"] == {"aistudio": 10, "vertex": 8}
-    outcomes = {route: set(counts) for route, counts in stats["by_route"].items()}
-    assert not any("429" in seen for seen in outcomes.values()), stats["by_route"]
-    assert stats["peak_in_flight"]["aistudio"] <= CONCURRENCY
-    assert stats["peak_in_flight"]["vertex"] <= CONCURRENCY
-
-    times = sorted(
-        r["t"]
-        for r in control.requests()
-        if r["backend"] == "aistudio" and r["operation"] == "generateContent"
-    )
-    assert len(times) == 10
-    for i, start in enumerate(times):  # Google's count: any 60-second window
-        assert sum(1 for t in times[i:] if t < start + 60) <= RPM
-    # Sharper over a short run: never ahead of the rate limit's own envelope (its burst, then
-    # its decay), give or take one request for timestamp jitter between Prefect's clock and
-    # the emulator's. Without the rate limit the ten requests (in a few seconds) break this.
-    rate = limit_specs(load_settings(config))[0]
-    slack = 1
-    for i in range(len(times)):
-        for j in range(i + 1, len(times)):
-            allowed = rate.limit + rate.slot_decay_per_second * (times[j] - times[i]) + slack
-            assert j - i + 1 <= allowed, (i, j, times[j] - times[i])
-    store = Store(out)
-    rows = [row for r in runs for row in read_manifest(store, _our_run(store, str(r.id)))]
-    assert len(rows) == 18 and {r.status for r in rows} == {"uploaded"}
-    control.close()
 
 
 def test_scale_out_lands_every_job_exactly_once(

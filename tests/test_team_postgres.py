@@ -6,6 +6,9 @@
   PREFECT_HOME and TMPDIR, sharing only the API and a ``gs://`` bucket (fake-gcs-server), run
   the scale-out ``generate-batch`` deployment on 200 jobs: each job is rendered exactly once
   (counted at the emulator) and listed exactly once in the parent's manifest;
+- two runs on two workers with ``limits.mode: global`` stay inside one shared quota (here, not
+  on test_deployments' SQLite server, where the workers' slot polling meets "database is
+  locked" and Prefect's client backs off for up to a minute);
 - a worker killed mid-batch: the batch still finishes on the other worker (heartbeats, the
   dead-chunk automation of ``bananaflow setup``, the parent restarting the crashed chunks),
   paying again only for what was in flight (opt-in: TEAM_DEAD_WORKER=1, several minutes).
@@ -28,9 +31,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import yaml
 from fixtures.emulator import EmulatorHandle
 from fixtures.prefect import artifacts, rest
 
+from bananaflow.config import load_settings
+from bananaflow.deployments.setup import limit_specs
+from bananaflow.emulator.control import EmulatorControl
 from bananaflow.manifest import read_manifest
 from bananaflow.storage import Store
 
@@ -257,6 +264,117 @@ def test_two_workers_share_a_200_job_batch_and_render_each_job_once(
     assert {c["worker"] for c in chunks} == {"team-a", "team-b"}, chunks
     by_chunk = collections.Counter(r.lineage["chunk_flow_run"] for r in rows)
     assert by_chunk == {c["name"]: CHUNK_SIZE for c in chunks}
+
+
+# ------------------------------------------------------------------ one quota, two workers
+
+RPM, CONCURRENCY = 60, 2
+
+
+def test_global_limits_hold_across_two_workers(
+    on_postgres_api: TeamServer, emulator_factory: Any, tmp_path: Path
+) -> None:
+    """Two runs on two workers share one quota: no 429, ≤ RPM a minute, ≤ CONCURRENCY at once.
+
+    AI Studio is rate-bound (RPM 60, tiny latency): the rate limit is what keeps it at 1 request
+    a second. Vertex is concurrency-bound (high RPM, ~1 s latency, each run would start all its
+    jobs at once): the concurrency limit is what keeps it at 2 in flight. Without the global
+    limits the emulator, which enforces the same quota, answers 429 (six in flight), and the
+    AI Studio requests run ahead of the rate limit's envelope (ten in a few seconds).
+
+    On PostgreSQL, as the README advises for several workers: on SQLite the workers' slot
+    polling meets "database is locked" (503) and Prefect's client backs off for up to a minute.
+    """
+    from fixtures.postgres import BIN, write_emulator_config
+
+    server = on_postgres_api
+    emulator = emulator_factory(
+        time_scale=1.0,
+        profiles={
+            "aistudio": {
+                "requests_per_minute": RPM,
+                "concurrency": CONCURRENCY,
+                "latency_s": {"1K": (0.05, 0.1)},
+            },
+            "vertex": {
+                "requests_per_minute": 600,
+                "concurrency": CONCURRENCY,
+                "latency_s": {"1K": (0.8, 1.2)},
+            },
+        },
+    )
+    control = EmulatorControl(emulator.url)
+    out = f"file://{tmp_path}/out"
+    emu = EmulatorHandle(emulator.url, emulator.settings, control, emulator)
+    config = Path(write_emulator_config(emu, tmp_path, out))
+    cfg = yaml.safe_load(config.read_text())
+    cfg["backends"]["aistudio"].update(requests_per_minute=RPM, concurrency=CONCURRENCY)
+    cfg["backends"]["vertex"].update(requests_per_minute=600, concurrency=CONCURRENCY)
+    cfg["limits"] = {"mode": "global", "name_prefix": f"q{uuid.uuid4().hex[:8]}"}
+    # Three jobs in flight per run (six in all): enough to overrun the quota without the
+    # limits, few enough that waiters polling a limit don't slow each other down.
+    cfg["generate"]["concurrency"] = 3
+    config.write_text(yaml.safe_dump(cfg))
+
+    tag = uuid.uuid4().hex[:6]
+    pool = f"limits-pool-{tag}"
+    server.deploy_as("generate-dev", f"limits-{tag}", pool)  # no schedule, no trigger
+    setup = server.run(BIN / "bananaflow", "setup", "--config", config, "--pool", pool)
+    assert setup.returncode == 0 and "created" in setup.stdout, setup.stderr
+    batches = []
+    for name in ("a", "b"):
+        specs: list[dict[str, str]] = []
+        for i in range(5):  # interleaved, so both backends are busy from the start
+            specs.append({"text": f"quota {name} studio {i}"})
+            if i < 4:
+                specs.append({"text": f"quota {name} vertex {i}", "backend": "vertex"})
+        path = tmp_path / f"batch-{name}.yaml"
+        path.write_text(yaml.safe_dump(specs))
+        batches.append(str(path))
+    workers = [
+        server.start_worker(f"limits-{w}-{tag}", tmp_path / w, pool=pool) for w in ("a", "b")
+    ]
+    flow_name = "generate-images"
+    try:
+        ids = [
+            asyncio.run(
+                _start_run(f"{flow_name}/limits-{tag}", {"config": str(config), "batch_file": b})
+            )
+            for b in batches
+        ]
+        runs = [_wait_final(i, workers) for i in ids]
+    finally:
+        server.stop_workers()
+    assert all(r.state.is_completed() for r in runs), [r.state.message for r in runs]
+
+    stats = control.stats()
+    assert stats["generation_requests"] == {"aistudio": 10, "vertex": 8}
+    outcomes = {route: set(counts) for route, counts in stats["by_route"].items()}
+    assert not any("429" in seen for seen in outcomes.values()), stats["by_route"]
+    assert stats["peak_in_flight"]["aistudio"] <= CONCURRENCY
+    assert stats["peak_in_flight"]["vertex"] <= CONCURRENCY
+
+    times = sorted(
+        r["t"]
+        for r in control.requests()
+        if r["backend"] == "aistudio" and r["operation"] == "generateContent"
+    )
+    assert len(times) == 10
+    for i, start in enumerate(times):  # Google's count: any 60-second window
+        assert sum(1 for t in times[i:] if t < start + 60) <= RPM
+    # Sharper over a short run: never ahead of the rate limit's own envelope (its burst, then
+    # its decay), give or take one request for timestamp jitter between Prefect's clock and
+    # the emulator's. Without the rate limit the ten requests (in a few seconds) break this.
+    rate = limit_specs(load_settings(str(config)))[0]
+    slack = 1
+    for i in range(len(times)):
+        for j in range(i + 1, len(times)):
+            allowed = rate.limit + rate.slot_decay_per_second * (times[j] - times[i]) + slack
+            assert j - i + 1 <= allowed, (i, j, times[j] - times[i])
+    store = Store(out)
+    rows = [row for r in runs for row in read_manifest(store, _our_run(store, str(r.id)))]
+    assert len(rows) == 18 and {r.status for r in rows} == {"uploaded"}
+    control.close()
 
 
 # ------------------------------------------------------------------ a worker dies mid-batch
