@@ -3,7 +3,7 @@
 Durability comes first: a row is on disk (or in the bucket) when ``append`` returns, so a worker
 killed right after an image was uploaded still leaves the proof that it was paid for. Local
 stores append one line and fsync (a reused job's row, which records nothing paid, is synced with
-the next row or at ``close``). Object stores cannot append, and rewriting one growing object
+the next paid row or at ``close``). Object stores cannot append, and rewriting one growing object
 per row would cost O(n^2) bytes and race between workers, so each row is its own object under
 ``runs/{run_id}/rows/`` and ``close()`` assembles ``manifest.jsonl`` from them.
 
@@ -61,7 +61,7 @@ def _latest_per_job(rows: Iterable[ManifestRow]) -> list[ManifestRow]:
 
 class ManifestWriter:
     """Appends one row per job event; thread-safe, durable per call (a reused job's row: by the
-    next row or ``close``), idempotent ``close``.
+    next paid row or ``close``), idempotent ``close``.
 
     A row that cannot be written (storage down past its retries) is kept in memory and written
     before the next one and at ``close``: one failed write must not sink a batch whose images
