@@ -334,14 +334,9 @@ def test_global_limits_hold_across_two_workers(
     workers = [
         server.start_worker(f"limits-{w}-{tag}", tmp_path / w, pool=pool) for w in ("a", "b")
     ]
-    flow_name = "generate-images"
+    params = [{"config": str(config), "batch_file": b} for b in batches]
     try:
-        ids = [
-            asyncio.run(
-                _start_run(f"{flow_name}/limits-{tag}", {"config": str(config), "batch_file": b})
-            )
-            for b in batches
-        ]
+        ids = [asyncio.run(_start_run(f"generate-images/limits-{tag}", p)) for p in params]
         runs = [_wait_final(i, workers) for i in ids]
     finally:
         server.stop_workers()
