@@ -218,8 +218,8 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server of this module's own: its workers, 200-job scale-out and global limits would
-    otherwise load the server every in-process flow test of the run talks to."""
+    """A server of this module's own: its workers, scale-out and batch runs would otherwise
+    load the server every in-process flow test of the run talks to."""
     with prefect_server(tmp_path_factory.mktemp("prefect-home")) as (url, _):
         env = {**os.environ, **QUIET, "PREFECT_API_URL": url}
         srv = Server(url, env)
