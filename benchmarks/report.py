@@ -430,8 +430,8 @@ def _scaling(fig: dict[str, Any], notes: list[str]) -> list[str]:
     if s["largest"] != s["planned"][-1]:
         out += [
             "",
-            f"Planned {s['planned'][-1]}, ran {s['largest']}: it is the largest that fit "
-            "the 10-minute budget.",
+            f"Planned {s['planned'][-1]}, ran {s['largest']}: the largest that fit the "
+            "time budget (never less than twice the point before).",
         ]
     out += [f"- {n}" for n in notes if n.startswith("scaling")]
     return out

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from benchmarks.report import TARGETS, lookup
+from benchmarks.suite import FULL, Suite
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,9 +98,10 @@ def test_rerun_paid_nothing_and_breakdowns_are_complete(
     scaling = figures["scaling"]["points"]
     planned = list(figures["scaling"]["planned"])
     ran = [p["images"] for p in scaling]
-    # The largest point is cut to what fits the time budget on a busy machine; the page must
-    # then say so. Every point that ran is complete.
-    assert len(ran) >= 2 and ran[:-1] == planned[: len(ran) - 1]
+    # The largest point is cut to what fits the time budget on a busy machine (never below
+    # twice the one before, so the quick size's two points always run); the page must then say
+    # so. Every point that ran is complete.
+    assert ran[:-1] == planned[:-1] and 2 * ran[-2] <= ran[-1] <= planned[-1]
     if ran != planned:
         assert any(n.startswith("scaling:") for n in quick[0]["notes"]), ran
     assert all(p["counts"] == {"uploaded": p["images"]} for p in scaling)
@@ -113,3 +115,21 @@ def test_results_page_and_machine_are_written(quick: tuple[dict[str, Any], Path]
     assert page == (out / "quick.md").read_text()
     for target in results["targets"]:
         assert target["figure"] in page
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "s_per_image", "expected"),
+    [
+        (0.0, 0.1, 1000),  # fits: runs as planned
+        (0.0, 1.0, 400),  # 550 s left at 1.15 s/image: cut to whole hundreds
+        (560.0, 1.0, 200),  # nothing left: never below twice the point before
+    ],
+)
+def test_largest_scaling_point_is_cut_to_the_budget_never_below_twice_the_previous(
+    tmp_path: Path, elapsed: float, s_per_image: float, expected: int
+) -> None:
+    suite = Suite(FULL, tmp_path)
+    suite.elapsed = lambda: elapsed  # type: ignore[method-assign]
+    n = suite._largest_that_fits({"images": 100, "s_per_image": s_per_image}, 1000)
+    assert n == expected
+    assert any(note.startswith("scaling:") for note in suite.notes) == (expected != 1000)
