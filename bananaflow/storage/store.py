@@ -351,9 +351,7 @@ class Store:
         fd = os.open(dest, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         before = os.fstat(fd).st_size
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            _write_all(fd, data)
             if sync:
                 os.fsync(fd)
         except OSError as err:
