@@ -28,7 +28,6 @@ from fixtures.emulator import EmulatorHandle
 from fixtures.prefect import rest
 
 from bananaflow.config import load_settings
-from bananaflow.emulator.control import EmulatorControl
 from bananaflow.emulator.credentials import service_account_info
 from bananaflow.errors import ConfigError
 from bananaflow.manifest import read_manifest
@@ -62,7 +61,7 @@ class Blocks:
 def block_emu(emulator_factory: Any) -> Iterator[EmulatorHandle]:
     """An emulator that accepts only the canary key and marks every token it issues."""
     server = emulator_factory(time_scale=0.0, api_keys=[CANARY_KEY])
-    handle = EmulatorHandle(server.url, server.settings, EmulatorControl(server.url), server)
+    handle = EmulatorHandle.of(server)
     handle.control.set_token_prefix(f"ya29.{TOKEN_MARKER}-")
     yield handle
     handle.control.close()

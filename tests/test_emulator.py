@@ -32,7 +32,7 @@ from PIL import Image
 from bananaflow import standin
 from bananaflow.cli.embedded import embedded
 from bananaflow.config import EmulatorSettings, Settings
-from bananaflow.emulator import EmulatorControl, EmulatorServer, create_app
+from bananaflow.emulator import create_app
 from bananaflow.emulator.credentials import write_service_account_file
 from bananaflow.emulator.messages import MSG_IMAGE_SAFETY, MSG_VERTEX_429
 from bananaflow.emulator.textgen import SUFFIXES
@@ -129,10 +129,6 @@ def detail(err: dict[str, Any], kind: str) -> dict[str, Any] | None:
 
 def outcomes(emu: EmulatorHandle, route: str) -> dict[str, int]:
     return emu.wait_idle()["by_route"].get(route, {})
-
-
-def handle(server: EmulatorServer) -> EmulatorHandle:
-    return EmulatorHandle(server.url, server.settings, EmulatorControl(server.url), server)
 
 
 @pytest.fixture
@@ -574,7 +570,7 @@ def test_same_request_gives_identical_bytes(emu: EmulatorHandle, token: str) -> 
 
 
 def test_fresh_server_renders_the_same_bytes(emulator_factory, emu: EmulatorHandle) -> None:
-    other = handle(emulator_factory())
+    other = EmulatorHandle.of(emulator_factory())
     first = image_bytes(studio(emu, body("identical everywhere")))[0]
     assert image_bytes(studio(other, body("identical everywhere")))[0] == first
 
@@ -697,7 +693,7 @@ def test_refusal_words(emu: EmulatorHandle, token: str) -> None:
 
 
 def test_refusal_rates(emulator_factory) -> None:
-    emu = handle(emulator_factory(refusals={"image_safety_rate": 1.0}))
+    emu = EmulatorHandle.of(emulator_factory(refusals={"image_safety_rate": 1.0}))
     r = studio(emu, body())
     assert r.json()["candidates"][0]["finishReason"] == "IMAGE_SAFETY"
 
@@ -707,7 +703,7 @@ def test_refusal_rates(emulator_factory) -> None:
 
 def test_aistudio_rpm_quota_429_with_quota_failure_and_retry_info(emulator_factory) -> None:
     # A real-length minute and no latency: the window cannot age out however slow the machine.
-    emu = handle(
+    emu = EmulatorHandle.of(
         emulator_factory(
             time_scale=1.0,
             profiles={"aistudio": {"requests_per_minute": 2, "latency_s": {"1K": (0, 0)}}},
@@ -733,7 +729,7 @@ def test_a_rejected_request_takes_no_quota_slot(emulator_factory) -> None:
     # A 1.2 s "minute": waiting out the advertised delay frees the oldest slot. Were rejected
     # requests counted, the window would still be full after the wait; a slow machine only
     # lets more of the window age out, which cannot turn the final 200 into a 429.
-    emu = handle(
+    emu = EmulatorHandle.of(
         emulator_factory(
             time_scale=0.02,
             profiles={"aistudio": {"requests_per_minute": 2, "latency_s": {"1K": (0, 0)}}},
@@ -754,7 +750,7 @@ def test_a_rejected_request_takes_no_quota_slot(emulator_factory) -> None:
 
 def test_vertex_quota_429_is_plain(emulator_factory) -> None:
     # A real-length minute and no latency: the window cannot age out however slow the render.
-    emu = handle(
+    emu = EmulatorHandle.of(
         emulator_factory(
             time_scale=1.0,
             profiles={"vertex": {"requests_per_minute": 1, "latency_s": {"1K": (0, 0)}}},
@@ -770,7 +766,7 @@ def test_vertex_quota_429_is_plain(emulator_factory) -> None:
 
 
 def test_daily_quota_has_no_retry_info(emulator_factory) -> None:
-    emu = handle(emulator_factory(profiles={"aistudio": {"requests_per_day": 2}}))
+    emu = EmulatorHandle.of(emulator_factory(profiles={"aistudio": {"requests_per_day": 2}}))
     assert [studio(emu, body()).status_code for _ in range(2)] == [200, 200]
     r = studio(emu, body())
     assert r.status_code == 429
@@ -790,7 +786,7 @@ def test_concurrency_cap_is_429_and_peak_in_flight_counts(emulator_factory) -> N
     server = emulator_factory(
         time_scale=0.1, profiles={"aistudio": {"concurrency": 1, "latency_s": {"1K": (3, 3)}}}
     )
-    emu = handle(server)
+    emu = EmulatorHandle.of(server)
     results = asyncio.run(_burst([emu.aistudio_url()] * 2, body(), {"x-goog-api-key": emu.api_key}))
     assert sorted(r.status_code for r in results) == [200, 429]
     busy = next(r for r in results if r.status_code == 429)
@@ -804,7 +800,7 @@ def test_concurrency_cap_is_429_and_peak_in_flight_counts(emulator_factory) -> N
 
 
 def test_random_error_rate_gives_the_real_503(emulator_factory) -> None:
-    emu = handle(emulator_factory(profiles={"aistudio": {"error_rates": {503: 1.0}}}))
+    emu = EmulatorHandle.of(emulator_factory(profiles={"aistudio": {"error_rates": {503: 1.0}}}))
     r = studio(emu, body())
     assert r.status_code == 503
     assert r.json() == {
@@ -817,7 +813,9 @@ def test_random_error_rate_gives_the_real_503(emulator_factory) -> None:
 
 
 def test_random_hang_ends_in_504(emulator_factory) -> None:
-    emu = handle(emulator_factory(profiles={"aistudio": {"hang_rate": 1.0, "hang_s": 2.0}}))
+    emu = EmulatorHandle.of(
+        emulator_factory(profiles={"aistudio": {"hang_rate": 1.0, "hang_s": 2.0}})
+    )
     r = studio(emu, body())
     assert r.status_code == 504 and error_of(r)["status"] == "DEADLINE_EXCEEDED"
     assert emu.control.stats()["by_route"]["aistudio:generateContent"] == {"hang": 1}
@@ -984,7 +982,7 @@ def test_request_log_has_urls_as_sent_and_never_secrets(emu: EmulatorHandle, tok
 
 
 def test_reset_clears_state_but_tokens_stay_valid(emulator_factory) -> None:
-    emu = handle(
+    emu = EmulatorHandle.of(
         emulator_factory(
             time_scale=1.0,
             profiles={"vertex": {"requests_per_minute": 1, "latency_s": {"1K": (0, 0)}}},

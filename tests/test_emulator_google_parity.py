@@ -18,7 +18,7 @@ import pytest
 from fixtures.emulator import EmulatorHandle
 from PIL import Image, ImageChops, ImageStat
 
-from bananaflow.emulator import EmulatorControl, EmulatorServer
+from bananaflow.emulator import EmulatorServer
 from bananaflow.emulator.catalog import IMAGE_CATALOG, OTHER_CATALOG
 from bananaflow.generation import pixel_size
 
@@ -542,7 +542,7 @@ def test_seed_makes_the_image_reproducible_and_each_seed_distinct(emu: EmulatorH
     assert raw(emu, "7") == first  # int32 as a JSON string, as proto3 JSON allows
     other = EmulatorServer(emu.settings).start()
     try:
-        fresh = EmulatorHandle(other.url, other.settings, EmulatorControl(other.url), other)
+        fresh = EmulatorHandle.of(other)
         assert raw(fresh, 7) == first  # same bytes in another process-wide state
     finally:
         other.stop()

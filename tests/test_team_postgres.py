@@ -199,10 +199,8 @@ def _chunk_runs(server: TeamServer, parent_run_id: str) -> list[dict[str, Any]]:
 def batch_emulator(emulator_factory: Any) -> Iterator[EmulatorHandle]:
     """Google's stand-in for the whole team, at time scale 0 (no latency, no rate window) and
     with no concurrency cap: this test is about exactly-once, not about quota."""
-    from bananaflow.emulator.control import EmulatorControl
-
     server = emulator_factory(time_scale=0.0, profiles={"aistudio": CHEAP_UNCAPPED})
-    handle = EmulatorHandle(server.url, server.settings, EmulatorControl(server.url), server)
+    handle = EmulatorHandle.of(server)
     yield handle
     handle.control.close()
 
@@ -303,9 +301,9 @@ def test_global_limits_hold_across_two_workers(
             },
         },
     )
-    control = EmulatorControl(emulator.url)
+    emu = EmulatorHandle.of(emulator)
+    control = emu.control
     out = f"file://{tmp_path}/out"
-    emu = EmulatorHandle(emulator.url, emulator.settings, control, emulator)
     config = Path(write_emulator_config(emu, tmp_path, out))
     cfg = yaml.safe_load(config.read_text())
     cfg["backends"]["aistudio"].update(requests_per_minute=RPM, concurrency=CONCURRENCY)
@@ -398,8 +396,6 @@ def test_a_worker_killed_mid_batch_and_the_other_finishes_it(
     everything already paid for.
     """
     from fixtures.postgres import BIN, kill_tree, process_tree
-
-    from bananaflow.emulator.control import EmulatorControl
 
     server = on_postgres_api
     setup = server.run(BIN / "bananaflow", "setup", "--config", "dev")
