@@ -23,15 +23,16 @@ for _key, _value in {
 
 
 # Modules whose fixtures deploy flows or start servers once per module: one worker runs each
-# unit whole, first (the largest units go first). The two team modules are one unit: they share
-# the session's PostgreSQL-backed Prefect server, which one worker starts. Every other test is
-# scheduled on its own, so the few long ones spread over the workers instead of queueing behind
-# their file's neighbours. (xdist's own ``--dist loadgroup`` cannot do this on pytest 9: it
-# renames node ids through an attribute pytest 9 no longer reads.)
+# unit whole, first (the largest units go first). The two team modules are units of their own:
+# both use the run's shared server (on PostgreSQL, tests/fixtures/prefect.py), each on its own
+# work pools, so they may run side by side on two workers. Every other test is scheduled on its
+# own, so the few long ones spread over the workers instead of queueing behind their file's
+# neighbours. (xdist's own ``--dist loadgroup`` cannot do this on pytest 9: it renames node ids
+# through an attribute pytest 9 no longer reads.)
 WHOLE_UNITS = {
+    "test_team_postgres.py": "team-postgres",
     "test_deployments.py": "deployments",
-    "test_team_browser.py": "team",
-    "test_team_postgres.py": "team",
+    "test_team_browser.py": "team-browser",
     "test_bench_smoke.py": "bench",
 }
 

@@ -12,8 +12,8 @@ that the product should fix is appended to ``observations.txt`` there. Skips whe
 Playwright is missing, except under ``CI=true`` where it fails.
 
 The deployments are made with their own names on their own work pool (same flows, same pull
-step as deployments/prefect.yaml), so on the shared CI server they neither take runs of
-test_deployments' pool nor fire the promote automation of ``generate-dev``.
+step as deployments/prefect.yaml), so on the run's shared server they neither take runs of
+the team tests' pool nor fire the promote automation of ``generate-dev``.
 """
 
 from __future__ import annotations

@@ -13,8 +13,10 @@
   dead-chunk automation of ``bananaflow setup``, the parent restarting the crashed chunks),
   paying again only for what was in flight (opt-in: TEAM_DEAD_WORKER=1, several minutes).
 
-Select with ``-m team``. Needs PostgreSQL: ``BANANAFLOW_TEST_POSTGRES_URL`` (CI) or a machine
-where ``scripts/postgres.sh`` can start one (root); otherwise skipped (failed under CI=true).
+Select with ``-m team``. Runs on the test run's shared server, which runs on PostgreSQL
+(``tests/fixtures/prefect.py``: a cluster from ``scripts/postgres.sh``, or
+``BANANAFLOW_TEST_POSTGRES_URL``); where that server is on SQLite, on a PostgreSQL-backed server
+of its own, or skipped where there is no PostgreSQL (failed under CI=true).
 """
 
 from __future__ import annotations
