@@ -5,11 +5,14 @@ import os
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
+# fixtures.prefect first: the others import helpers from it, and pytest rewrites a plugin's
+# asserts only when it is the first to import it ("Module already imported so cannot be
+# rewritten" otherwise).
 pytest_plugins = [
+    "fixtures.prefect",
     "fixtures.emulator",
     "fixtures.gcs",
     "fixtures.pipeline",
-    "fixtures.prefect",
 ]
 
 # Quiet Prefect (its teardown otherwise prints hundreds of lines of CancelledError noise).
